@@ -1,0 +1,1 @@
+"""The application around the library: CLI, runs on disk, progress display, images."""

@@ -1,0 +1,241 @@
+"""The `barenet` command: train, evaluate, predict, ...
+
+Exit codes: 0 ok, 1 failure (data unavailable, training diverged), 2 bad input or usage,
+130 interrupted. Heavy modules are imported inside commands so `barenet --help` stays quick.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class Failure(click.ClickException):
+    """One-line error with an exit code; raised by commands, printed by main()."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE):
+        super().__init__(message)
+        self.exit_code = code
+
+
+def _user_errors():
+    """Exception types whose message is a complete one-line explanation for the user."""
+    from ..config import ConfigError
+    from ..serialize import ModelFileError
+    from .runs import RunError
+    errors = [ConfigError, ModelFileError, RunError]
+    try:
+        from ..data.preprocess import ImageError
+        errors.append(ImageError)
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(errors)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="barenet", prog_name="barenet")
+def cli():
+    """barenet: neural networks from scratch in NumPy, and an MNIST digit recognizer."""
+
+
+def _default_out(dataset: str) -> Path:
+    import time
+    return Path("runs") / f"{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+@cli.command()
+@click.option("--config", "config_file", type=click.Path(dir_okay=False),
+              help="TOML run configuration (default: the built-in default network).")
+@click.option("--dataset", type=click.Choice(["mnist", "fashion-mnist"]), help="Dataset.")
+@click.option("--epochs", type=int, help="Number of epochs.")
+@click.option("--batch-size", type=int, help="Mini-batch size (0 = full batch).")
+@click.option("--lr", type=float, help="Learning rate.")
+@click.option("--seed", type=int, help="Seed for split, init, shuffling and dropout.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override any config key, e.g. --set optimizer.lr=0.01 (repeatable).")
+@click.option("--data-dir", type=click.Path(file_okay=False),
+              help="Where the MNIST files are cached (default: $BARENET_DATA_DIR or user cache).")
+@click.option("--out", type=click.Path(), help="Run directory (default: runs/<dataset>-<time>).")
+@click.option("--resume", type=click.Path(), help="Continue the interrupted run in this directory.")
+@click.option("--quiet", "-q", is_flag=True, help="No per-epoch output.")
+def train(config_file, dataset, epochs, batch_size, lr, seed, overrides, data_dir, out, resume,
+          quiet):
+    """Train a network and write a run directory (model, config, history, metrics)."""
+    from ..config import load_config
+    from ..training import TrainingDiverged
+    from .progress import ProgressPrinter
+    from .runs import CHECKPOINT_FILE, load_run_config, train_run
+
+    if resume:
+        if config_file or overrides or out:
+            raise Failure("--resume continues a run as configured; drop --config/--set/--out")
+        config = load_run_config(Path(resume))
+        out_dir = Path(resume)
+    else:
+        sets = list(overrides)
+        for key, value in (("data.dataset", dataset and f'"{dataset}"'),
+                           ("training.epochs", epochs), ("training.batch_size", batch_size),
+                           ("optimizer.lr", lr), ("training.seed", seed)):
+            if value is not None:
+                sets.append(f"{key}={value}")
+        config = load_config(config_file, sets)
+        out_dir = Path(out) if out else _default_out(config.data.dataset)
+    callbacks = [] if quiet else [ProgressPrinter(config.training.epochs)]
+    if not quiet:
+        click.echo(f"run directory: {out_dir}", err=True)
+    try:
+        metrics = train_run(config, out_dir, data_dir=data_dir, callbacks=callbacks,
+                            progress=None if not quiet else False, resume=bool(resume))
+    except TrainingDiverged as exc:
+        raise Failure(f"training stopped: {exc}; the last good checkpoint is "
+                      f"{out_dir / CHECKPOINT_FILE}", EXIT_FAIL) from None
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted; the checkpoint of the last finished epoch is in {out_dir}; "
+                   f"continue with: barenet train --resume {out_dir}", err=True)
+        return EXIT_INTERRUPTED
+    click.echo(f"test accuracy {metrics['test_accuracy']:.4f}  test loss "
+               f"{metrics['test_loss']:.4f}  ({metrics['train_seconds_total']:.1f} s training)")
+    click.echo(f"saved {out_dir}/model.safetensors, config.json, history.json, metrics.json")
+    return EXIT_OK
+
+
+def _load_model(model_arg: str):
+    from ..serialize import load_model
+    from .runs import resolve_model_path
+    return load_model(resolve_model_path(model_arg))
+
+
+def _test_set(meta: dict, data_dir):
+    from ..data import load_dataset
+    dataset = (meta.get("config") or {}).get("data", {}).get("dataset", "mnist")
+    _, (x_test, y_test) = load_dataset(dataset, data_dir)
+    return dataset, x_test, y_test
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="MNIST cache directory.")
+def evaluate(model, as_json, data_dir):
+    """Test accuracy, per-class accuracy and confusion matrix of MODEL (run dir or file)."""
+    import numpy as np
+
+    from ..metrics import confusion_matrix, per_class_accuracy
+
+    net, meta = _load_model(model)
+    dataset, x_test, y_test = _test_set(meta, data_dir)
+    predicted = net.predict(x_test)
+    cm = confusion_matrix(y_test, predicted)
+    acc = float(np.mean(predicted == y_test))
+    per_class = per_class_accuracy(cm)
+    if as_json:
+        click.echo(json.dumps({"dataset": dataset, "accuracy": acc,
+                               "per_class_accuracy": per_class.round(6).tolist(),
+                               "confusion_matrix": cm.tolist()}))
+        return EXIT_OK
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"[bold]{dataset}[/] test set: {len(y_test)} images, "
+                  f"accuracy [bold]{acc:.4f}[/]")
+    table = Table(title="confusion matrix (rows: true, columns: predicted)")
+    table.add_column("true", justify="right")
+    for k in range(cm.shape[1]):
+        table.add_column(str(k), justify="right")
+    table.add_column("accuracy", justify="right")
+    for k, row in enumerate(cm):
+        cells = [f"[bold]{v}[/]" if j == k else (str(v) if v else "[dim]0[/]")
+                 for j, v in enumerate(row)]
+        table.add_row(str(k), *cells, f"{per_class[k]:.4f}")
+    console.print(table)
+    return EXIT_OK
+
+
+@cli.command()
+@click.argument("model")
+@click.argument("images", nargs=-1, type=click.Path())
+@click.option("--index", "indices", type=int, multiple=True,
+              help="Test-set image index (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="MNIST cache directory.")
+def predict(model, images, indices, as_json, data_dir):
+    """Classify test images by --index, or image files (PNG/JPEG, any size)."""
+    import numpy as np
+
+    from ..metrics import top_k
+
+    if not images and not indices:
+        raise Failure("give --index I (test-set image) or one or more image files")
+    net, meta = _load_model(model)
+    inputs, names, truths = [], [], []
+    if indices:
+        dataset, x_test, y_test = _test_set(meta, data_dir)
+        for i in indices:
+            if not -len(x_test) <= i < len(x_test):
+                raise Failure(f"--index {i} is out of range: the {dataset} test set has "
+                              f"{len(x_test)} images (0-{len(x_test) - 1})")
+            inputs.append(x_test[i])
+            names.append(f"test[{i}]")
+            truths.append(int(y_test[i]))
+    if images:
+        from ..data.preprocess import load_image, preprocess_image
+        for path in images:
+            if not Path(path).is_file():
+                raise Failure(f"{path}: no such image file")
+            inputs.append(preprocess_image(load_image(path)))
+            names.append(str(path))
+            truths.append(None)
+    probs = net.predict_proba(np.stack(inputs))
+    if as_json:
+        click.echo(json.dumps([{"label": int(p.argmax()),
+                                "probabilities": [round(float(v), 6) for v in p]}
+                               for p in probs]))
+        return EXIT_OK
+    classes, top = top_k(probs, 3)
+    for name, truth, cls, pr in zip(names, truths, classes, top):
+        guesses = "  ".join(f"{c}: {p:6.2%}" for c, p in zip(cls, pr))
+        label = f" (true {truth})" if truth is not None else ""
+        click.echo(f"{name}{label} -> {cls[0]}    top-3  {guesses}")
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit code instead of exiting (tests call main([...]))."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        result = cli.main(args=args, prog_name="barenet", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("interrupted", err=True)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        return EXIT_INTERRUPTED
+    except click.UsageError as exc:
+        exc.show()
+        return EXIT_USAGE
+    except click.ClickException as exc:
+        click.echo(f"error: {exc.format_message()}", err=True)
+        return exc.exit_code
+    except _user_errors() as exc:
+        click.echo(f"error: {exc}", err=True)
+        return EXIT_USAGE
+    except Exception as exc:
+        from ..data import DataError
+        if isinstance(exc, DataError):
+            click.echo(f"error: {exc}", err=True)
+            return EXIT_FAIL
+        raise
+    return result if isinstance(result, int) else EXIT_OK
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""A training run on disk: data, model and optimizer from a config, checkpoints, run directory.
+
+A run directory holds model.safetensors, config.json, history.json, metrics.json and
+checkpoint.safetensors (model + optimizer + RNG state + history, rewritten atomically at the
+end of every epoch), so an interrupted run resumes to the same weights bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..config import Config, build_loss, build_model, build_optimizer, build_schedule, from_dict
+from ..layers import Dropout
+from ..metrics import confusion_matrix, per_class_accuracy
+from ..serialize import (
+    ModelFileError,
+    atomic_write_bytes,
+    load_arrays,
+    model_metadata,
+    save_arrays,
+    save_model,
+)
+from ..training import Callback, EarlyStopping, History, TrainState, evaluate, fit
+
+MODEL_FILE = "model.safetensors"
+CHECKPOINT_FILE = "checkpoint.safetensors"
+
+
+class RunError(ValueError):
+    """A problem with a run directory the user named; one line."""
+
+
+def write_json(path: Path, obj) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+def seeds_for(seed: int) -> tuple[np.random.Generator, ...]:
+    """Independent generators for (validation split, init + dropout, shuffling)."""
+    return tuple(np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
+
+
+def split(x, y, validation: float, rng):
+    n_val = int(validation) if validation >= 1 else int(round(len(x) * validation))
+    if n_val >= len(x):
+        raise RunError(f"data.validation asks for {n_val} images but the training set has "
+                       f"{len(x)}")
+    if n_val == 0:
+        return (x, y), None
+    order = rng.permutation(len(x))
+    val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
+    return (x[train], y[train]), (x[val], y[val])
+
+
+def _dropout_rngs(model) -> list[np.random.Generator]:
+    return [layer.rng for layer in model.layers if isinstance(layer, Dropout)]
+
+
+def save_checkpoint(path: Path, state: TrainState, config: Config) -> None:
+    opt_arrays, opt_meta = state.optimizer.state_dict()
+    arrays = dict(state.model.state_arrays())
+    arrays.update({f"optimizer.{k}": v for k, v in opt_arrays.items()})
+    meta = model_metadata(
+        state.model, config=config.to_dict(), history=state.history.rows,
+        checkpoint={"epoch": state.epoch, "optimizer": opt_meta, "base_lr": state.base_lr,
+                    "shuffle_rng": state.rng.bit_generator.state,
+                    "dropout_rngs": [g.bit_generator.state for g in _dropout_rngs(state.model)],
+                    "plateau": state.plateau.state() if state.plateau else None})
+    save_arrays(path, arrays, meta)
+
+
+class Checkpoint(Callback):
+    """Rewrites the checkpoint file atomically at the end of every epoch."""
+
+    def __init__(self, path: Path, config: Config):
+        self.path, self.config = path, config
+
+    def on_train_begin(self, state):
+        self.state = state
+
+    def on_epoch_end(self, epoch, logs):
+        save_checkpoint(self.path, self.state, self.config)
+
+
+class Prepared:
+    """Everything a run needs in memory: data splits, model, optimizer, schedule, state."""
+
+    def __init__(self, config: Config, data_dir=None, progress=None):
+        from ..data import load_dataset
+
+        self.config = config
+        (x_train, y_train), (self.x_test, self.y_test) = load_dataset(
+            config.data.dataset, data_dir, progress=progress)
+        split_rng, init_rng, shuffle_rng = seeds_for(config.training.seed)
+        (self.x_train, self.y_train), self.validation = split(
+            x_train, y_train, config.data.validation, split_rng)
+        n_in = int(np.prod(x_train.shape[1:]))
+        self.model = build_model(config, n_in, 10, rng=init_rng)
+        self.optimizer = build_optimizer(config, self.model.parameters())
+        self.schedule, plateau = build_schedule(config)
+        self.loss = build_loss(config)
+        self.state = TrainState(self.model, self.optimizer, shuffle_rng, History(),
+                                plateau=plateau)
+
+    def restore(self, checkpoint: Path) -> None:
+        arrays, meta = load_arrays(checkpoint)
+        ck = meta.get("checkpoint")
+        if not ck:
+            raise RunError(f"{checkpoint}: not a checkpoint (no training state in it)")
+        opt = {k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith("optimizer.")}
+        self.model.load_state_arrays({k: v for k, v in arrays.items()
+                                      if not k.startswith("optimizer.")})
+        self.optimizer.load_state_dict(opt, ck["optimizer"])
+        self.state.rng.bit_generator.state = ck["shuffle_rng"]
+        for g, s in zip(_dropout_rngs(self.model), ck["dropout_rngs"]):
+            g.bit_generator.state = s
+        if self.state.plateau is not None and ck.get("plateau"):
+            self.state.plateau.load_state(ck["plateau"])
+        self.state.epoch = int(ck["epoch"])
+        self.state.base_lr = float(ck["base_lr"])
+        self.state.history = History(meta.get("history", []))
+
+
+def train_run(config: Config, out: Path, *, data_dir=None, callbacks=(), progress=None,
+              resume: bool = False) -> dict:
+    """Train (or resume) the run in `out`; writes the run directory; returns metrics."""
+    out = Path(out)
+    checkpoint = out / CHECKPOINT_FILE
+    if resume:
+        if not checkpoint.is_file():
+            raise RunError(f"{out}: no {CHECKPOINT_FILE} to resume from")
+    else:
+        if out.exists() and not out.is_dir():
+            raise RunError(f"--out {out} is a file, not a directory")
+        if (out / MODEL_FILE).exists() or checkpoint.exists():
+            raise RunError(f"{out} already holds a run; choose another --out, or resume it "
+                           f"with `barenet train --resume {out}`")
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "config.json", {**config.to_dict(), "barenet_version": __version__})
+
+    run = Prepared(config, data_dir, progress)
+    if resume:
+        run.restore(checkpoint)
+    cbs = [Checkpoint(checkpoint, config), *callbacks]
+    early = None
+    if config.training.early_stopping and run.validation is not None:
+        early = EarlyStopping(run.model, "val_accuracy", config.training.early_stopping)
+        cbs.insert(0, early)
+    t = config.training
+    batch_size = t.batch_size or len(run.x_train)
+    start = time.perf_counter()
+    history = fit(run.model, run.loss, run.optimizer, run.x_train, run.y_train,
+                  epochs=t.epochs, batch_size=batch_size, validation=run.validation,
+                  callbacks=cbs, schedule=run.schedule, state=run.state)
+    train_time = time.perf_counter() - start
+    write_json(out / "history.json", history.rows)
+
+    start = time.perf_counter()
+    test = evaluate(run.model, run.x_test, run.y_test, loss=run.loss)
+    predicted = run.model.predict(run.x_test)
+    cm = confusion_matrix(run.y_test, predicted)
+    metrics = {
+        "dataset": config.data.dataset,
+        "test_accuracy": test["accuracy"],
+        "test_loss": test["loss"],
+        "per_class_accuracy": per_class_accuracy(cm).round(6).tolist(),
+        "confusion_matrix": cm.tolist(),
+        "epochs_run": len(history),
+        "best_epoch": (early.best_epoch + 1) if early and early.best_epoch is not None else None,
+        "train_seconds_this_session": round(train_time, 2),
+        "train_seconds_total": round(sum(r.get("time", 0.0) for r in history.rows), 2),
+        "evaluate_seconds": round(time.perf_counter() - start, 3),
+        "machine": {"python": platform.python_version(), "numpy": np.__version__,
+                    "processor": platform.machine()},
+    }
+    if history.rows and "val_accuracy" in history.rows[-1]:
+        metrics["val_accuracy"] = history.rows[-1]["val_accuracy"]
+        metrics["best_val_accuracy"] = max(r["val_accuracy"] for r in history.rows)
+    write_json(out / "metrics.json", metrics)
+    save_model(out / MODEL_FILE, run.model, config=config.to_dict(), history=history.rows,
+               metrics={k: metrics[k] for k in ("test_accuracy", "test_loss", "dataset")})
+    return metrics
+
+
+def load_run_config(run: Path) -> Config:
+    path = Path(run) / "config.json"
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RunError(f"{run}: no config.json; is this a run directory?") from None
+    except (OSError, ValueError) as exc:
+        raise RunError(f"{path}: unreadable ({exc})") from None
+    raw.pop("barenet_version", None)
+    return from_dict(raw)
+
+
+def resolve_model_path(model: str | Path) -> Path:
+    """MODEL may be a run directory (its model.safetensors) or a model file."""
+    path = Path(model)
+    if path.is_dir():
+        path = path / MODEL_FILE
+        if not path.exists():
+            raise ModelFileError(f"{model}: run directory has no {MODEL_FILE} (did training "
+                                 f"finish? `barenet train --resume {model}` continues it)")
+    return path

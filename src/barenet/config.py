@@ -1,0 +1,315 @@
+"""Run configuration: frozen dataclasses read from TOML, overridable by `section.key=value`.
+
+Every value is checked on load; an unknown key or an impossible value raises ConfigError
+with one line that names the key. Building models and optimizers from a config is here too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+class ConfigError(ValueError):
+    """A bad configuration; str() names the key and what is wrong."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "mnist"
+    validation: float = 0.1          # fraction of train (< 1) or a count of images (>= 1)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    hidden: tuple[int, ...] = (256, 128)
+    activation: str = "ReLU"
+    init: str = "he"
+    dropout: float = 0.2
+    batch_norm: bool = False
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    name: str = "sgd"                # sgd | rmsprop | adam | adamw
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    alpha: float = 0.99              # RMSprop smoothing
+    eps: float = 1e-8
+    clip_value: float = 0.0          # 0 = off
+    clip_norm: float = 0.0           # 0 = off
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    name: str = "cosine"             # none | step | exponential | cosine | onecycle | plateau
+    warmup: float = 0.0              # epochs of linear warm-up (cosine)
+    milestones: tuple[int, ...] = ()  # step decay epochs
+    gamma: float = 0.1               # step / exponential factor
+    min_factor: float = 0.0          # cosine floor, as a fraction of lr
+    patience: int = 3                # plateau
+    pct_start: float = 0.3           # one-cycle
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    epochs: int = 20
+    batch_size: int = 128            # 0 = full batch (plain gradient descent)
+    seed: int = 0
+    loss: str = "cross_entropy"      # cross_entropy | mse
+    label_smoothing: float = 0.0
+    early_stopping: int = 0          # patience in epochs on val_accuracy; 0 = off
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    description: str = ""
+
+    def to_dict(self) -> dict:
+        return _plain(dataclasses.asdict(self))
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+_SECTION_CLASSES = {"data": DataConfig, "model": ModelConfig, "optimizer": OptimizerConfig,
+                    "schedule": ScheduleConfig, "training": TrainingConfig}
+CHOICES = {
+    "data.dataset": ("mnist", "fashion-mnist"),
+    "model.activation": ("ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "SiLU"),
+    "optimizer.name": ("sgd", "rmsprop", "adam", "adamw"),
+    "schedule.name": ("none", "step", "exponential", "cosine", "onecycle", "plateau"),
+    "training.loss": ("cross_entropy", "mse"),
+}
+
+
+def _coerce(key: str, value: Any, default: Any) -> Any:
+    """Convert a TOML value to the type of the field's default, or raise ConfigError."""
+    def bad(what: str):
+        return ConfigError(f"{key}: expected {what}, got {value!r}")
+
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise bad("an integer")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad("a number")
+        if not math.isfinite(value):
+            raise bad("a finite number")
+        return float(value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise bad("a string")
+        return value
+    if isinstance(default, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise bad("a list")
+        item = default[0] if default else 0
+        return tuple(_coerce(key, v, item) for v in value)
+    raise bad(type(default).__name__)  # pragma: no cover
+
+
+def from_dict(raw: dict) -> Config:
+    """Build and validate a Config from nested dicts (e.g. parsed TOML)."""
+    if not isinstance(raw, dict):
+        raise ConfigError("config: expected a table of sections")
+    sections = {}
+    for name, value in raw.items():
+        if name == "description":
+            continue
+        if name not in _SECTION_CLASSES:
+            raise ConfigError(f"unknown config section [{name}]; known: "
+                              f"{', '.join(_SECTION_CLASSES)}")
+        if not isinstance(value, dict):
+            raise ConfigError(f"[{name}] must be a table")
+    for name, cls in _SECTION_CLASSES.items():
+        given = raw.get(name, {})
+        defaults = cls()
+        known = {f.name for f in fields(cls)}
+        kwargs = {}
+        for key, value in given.items():
+            full = f"{name}.{key}"
+            if key not in known:
+                raise ConfigError(f"unknown config key {full!r}; known keys in [{name}]: "
+                                  f"{', '.join(sorted(known))}")
+            kwargs[key] = _coerce(full, value, getattr(defaults, key))
+        sections[name] = cls(**kwargs)
+    description = raw.get("description", "")
+    if not isinstance(description, str):
+        raise ConfigError("description: expected a string")
+    config = Config(description=description, **sections)
+    validate(config)
+    return config
+
+
+def validate(c: Config) -> None:
+    def check(ok: bool, key: str, what: str, value):
+        if not ok:
+            raise ConfigError(f"{key} {what}, got {value!r}")
+
+    for key, options in CHOICES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(c, section), name)
+        check(value in options, key, f"must be one of {', '.join(options)}", value)
+    check(c.data.validation >= 0 and (c.data.validation < 1 or c.data.validation.is_integer()),
+          "data.validation", "must be a fraction in [0, 1) or a whole number of images",
+          c.data.validation)
+    check(all(h > 0 for h in c.model.hidden), "model.hidden", "sizes must be positive",
+          list(c.model.hidden))
+    check(0 <= c.model.dropout < 1, "model.dropout", "must be in [0, 1)", c.model.dropout)
+    from .init import INITIALIZERS
+    check(c.model.init in INITIALIZERS, "model.init",
+          f"must be one of {', '.join(sorted(INITIALIZERS))}", c.model.init)
+    o = c.optimizer
+    check(o.lr > 0, "optimizer.lr", "must be > 0", o.lr)
+    check(0 <= o.momentum < 1, "optimizer.momentum", "must be in [0, 1)", o.momentum)
+    check(not (o.nesterov and o.name == "sgd" and o.momentum == 0), "optimizer.nesterov",
+          "needs optimizer.momentum > 0", o.nesterov)
+    check(o.weight_decay >= 0, "optimizer.weight_decay", "must be >= 0", o.weight_decay)
+    check(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), "optimizer.betas",
+          "must be two numbers in [0, 1)", list(o.betas))
+    check(0 < o.alpha < 1, "optimizer.alpha", "must be in (0, 1)", o.alpha)
+    check(o.eps > 0, "optimizer.eps", "must be > 0", o.eps)
+    check(o.clip_value >= 0, "optimizer.clip_value", "must be >= 0 (0 = off)", o.clip_value)
+    check(o.clip_norm >= 0, "optimizer.clip_norm", "must be >= 0 (0 = off)", o.clip_norm)
+    s = c.schedule
+    check(s.warmup >= 0, "schedule.warmup", "must be >= 0", s.warmup)
+    check(all(m > 0 for m in s.milestones), "schedule.milestones", "must be positive epochs",
+          list(s.milestones))
+    check(0 < s.gamma <= 1, "schedule.gamma", "must be in (0, 1]", s.gamma)
+    check(0 <= s.min_factor <= 1, "schedule.min_factor", "must be in [0, 1]", s.min_factor)
+    check(s.patience >= 0, "schedule.patience", "must be >= 0", s.patience)
+    check(0 < s.pct_start < 1, "schedule.pct_start", "must be in (0, 1)", s.pct_start)
+    t = c.training
+    check(t.epochs > 0, "training.epochs", "must be > 0", t.epochs)
+    check(t.batch_size >= 0, "training.batch_size", "must be >= 0 (0 = full batch)",
+          t.batch_size)
+    check(0 <= t.label_smoothing < 1, "training.label_smoothing", "must be in [0, 1)",
+          t.label_smoothing)
+    check(t.early_stopping >= 0, "training.early_stopping", "must be >= 0 (0 = off)",
+          t.early_stopping)
+    check(t.seed >= 0, "training.seed", "must be >= 0", t.seed)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'optimizer.lr=0.01' -> (['optimizer', 'lr'], 0.01); values are TOML, else strings."""
+    key, sep, value = text.partition("=")
+    parts = key.strip().split(".")
+    if not sep or len(parts) != 2 or not all(parts):
+        raise ConfigError(f"--set {text!r}: expected section.key=value, e.g. optimizer.lr=0.01")
+    try:
+        parsed = tomllib.loads(f"v = {value.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value.strip()
+    return parts, parsed
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = (),
+                base: dict | None = None) -> Config:
+    """Defaults <- TOML file (or `base` dict) <- overrides, validated."""
+    raw: dict = dict(base or {})
+    if path is not None:
+        path = Path(path)
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} not found") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {path} cannot be read: {exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    raw = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    for text in overrides:
+        (section, key), value = parse_override(text)
+        if section not in _SECTION_CLASSES:
+            raise ConfigError(f"unknown config section {section!r} in --set {text!r}")
+        raw.setdefault(section, {})[key] = value
+    return from_dict(raw)
+
+
+def replace(config: Config, section: str, **changes) -> Config:
+    """A copy with some keys of one section changed (and validated)."""
+    new = dataclasses.replace(config, **{section: dataclasses.replace(
+        getattr(config, section), **changes)})
+    validate(new)
+    return new
+
+
+# Building the pieces a config describes.
+
+def build_model(c: Config, n_in: int = 784, n_out: int = 10, rng=None):
+    from .model import mlp
+    return mlp(n_in, list(c.model.hidden), n_out, activation=c.model.activation,
+               init=c.model.init, dropout=c.model.dropout, batch_norm=c.model.batch_norm,
+               rng=rng)
+
+
+def build_optimizer(c: Config, params):
+    from . import optim
+    o = c.optimizer
+    common = {"weight_decay": o.weight_decay, "clip_value": o.clip_value or None,
+              "clip_norm": o.clip_norm or None}
+    if o.name == "sgd":
+        return optim.SGD(params, o.lr, momentum=o.momentum, nesterov=o.nesterov, **common)
+    if o.name == "rmsprop":
+        return optim.RMSprop(params, o.lr, alpha=o.alpha, eps=o.eps, momentum=o.momentum,
+                             **common)
+    cls = optim.Adam if o.name == "adam" else optim.AdamW
+    return cls(params, o.lr, betas=o.betas, eps=o.eps, **common)
+
+
+def build_schedule(c: Config):
+    """(Schedule or None, ReduceOnPlateau or None)."""
+    from . import optim
+    s, epochs = c.schedule, c.training.epochs
+    if s.name == "step":
+        return optim.StepDecay(s.milestones, s.gamma), None
+    if s.name == "exponential":
+        return optim.ExponentialDecay(s.gamma), None
+    if s.name == "cosine":
+        return optim.CosineWarmup(epochs, s.warmup, s.min_factor), None
+    if s.name == "onecycle":
+        return optim.OneCycle(epochs, s.pct_start), None
+    if s.name == "plateau":
+        return None, optim.ReduceOnPlateau(s.gamma, s.patience)
+    return None, None
+
+
+def build_loss(c: Config):
+    from functools import partial
+
+    from .losses import mean_squared_error, softmax_cross_entropy
+    if c.training.loss == "mse":
+        return mean_squared_error
+    if c.training.label_smoothing:
+        return partial(softmax_cross_entropy, label_smoothing=c.training.label_smoothing)
+    return softmax_cross_entropy

@@ -1,0 +1,301 @@
+"""Layers: Parameter, Layer, Dense, activations, Dropout, BatchNorm1d, Flatten.
+
+Every layer is a forward/backward pair on row-major batches (N, D). Gradient buffers
+are allocated once and written in place, so optimizers can hold views of them.
+Convolutions live in conv.py.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .init import as_rng, initializer
+
+
+class Parameter:
+    """A trainable array and its gradient, same shape and dtype."""
+
+    __slots__ = ("data", "grad", "name")
+
+    def __init__(self, data: np.ndarray, name: str = ""):
+        self.data = data
+        self.grad = np.zeros_like(data)
+        self.name = name
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.data.shape
+
+    def __repr__(self) -> str:
+        return f"Parameter({self.name or '?'}, shape={self.data.shape}, dtype={self.data.dtype})"
+
+
+class Layer:
+    """Base class: stateless by default, no parameters, train mode on."""
+
+    training = True
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError  # abstract
+
+    def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
+        raise NotImplementedError  # abstract
+
+    def parameters(self) -> list[Parameter]:
+        return []
+
+    def buffers(self) -> dict[str, np.ndarray]:
+        """Non-trainable state saved with the model (e.g. BatchNorm running statistics)."""
+        return {}
+
+    def config(self) -> dict:
+        """JSON-able constructor arguments; with the class name this rebuilds the layer."""
+        return {}
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.forward(x)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{type(self).__name__}({args})"
+
+
+class Dense(Layer):
+    """Fully connected: y = x @ W + b, (N, n_in) -> (N, n_out)."""
+
+    def __init__(self, n_in: int, n_out: int, *, init: str = "he", rng=None,
+                 dtype=np.float32, bias: bool = True):
+        if n_in <= 0 or n_out <= 0:
+            raise ValueError(f"Dense sizes must be positive, got {n_in} -> {n_out}")
+        self.n_in, self.n_out, self.init = n_in, n_out, init
+        self.W = Parameter(initializer(init)((n_in, n_out), as_rng(rng), dtype), "W")
+        self.b = Parameter(np.zeros(n_out, dtype=dtype), "b") if bias else None
+        self._x = None                                  # input kept by forward for backward
+
+    def forward(self, x):
+        self._x = x
+        y = x @ self.W.data
+        if self.b is not None:
+            y += self.b.data
+        return y
+
+    def backward(self, grad_out, need_input_grad=True):
+        np.matmul(self._x.T, grad_out, out=self.W.grad)     # (n_in, N) @ (N, n_out)
+        if self.b is not None:
+            grad_out.sum(axis=0, out=self.b.grad)
+        if not need_input_grad:                             # first layer: dL/dx is never used
+            return None
+        return grad_out @ self.W.data.T                     # (N, n_in)
+
+    def parameters(self):
+        return [self.W] if self.b is None else [self.W, self.b]
+
+    def config(self):
+        cfg = {"n_in": self.n_in, "n_out": self.n_out, "init": self.init}
+        if self.b is None:
+            cfg["bias"] = False
+        return cfg
+
+
+class ReLU(Layer):
+    """max(0, x), elementwise."""
+
+    def forward(self, x):
+        self._mask = x > 0
+        return np.maximum(x, 0, dtype=x.dtype)
+
+    def backward(self, grad_out, need_input_grad=True):
+        return grad_out * self._mask
+
+
+class LeakyReLU(Layer):
+    """x for x > 0, alpha * x otherwise."""
+
+    def __init__(self, alpha: float = 0.01):
+        self.alpha = float(alpha)
+
+    def forward(self, x):
+        self._mask = x > 0
+        return np.where(self._mask, x, x * self.alpha)
+
+    def backward(self, grad_out, need_input_grad=True):
+        return np.where(self._mask, grad_out, grad_out * self.alpha)
+
+    def config(self):
+        return {"alpha": self.alpha}
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """Stable logistic: exp only ever sees non-positive arguments, so it never overflows."""
+    e = np.exp(-np.abs(x))                  # in (0, 1]
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(x.dtype, copy=False)
+
+
+class Sigmoid(Layer):
+    """1 / (1 + exp(-x)); dy/dx = y (1 - y)."""
+
+    def forward(self, x):
+        self._y = sigmoid(x)
+        return self._y
+
+    def backward(self, grad_out, need_input_grad=True):
+        return grad_out * self._y * (1.0 - self._y)
+
+
+class Tanh(Layer):
+    """tanh(x); dy/dx = 1 - y^2."""
+
+    def forward(self, x):
+        self._y = np.tanh(x)
+        return self._y
+
+    def backward(self, grad_out, need_input_grad=True):
+        return grad_out * (1.0 - self._y * self._y)
+
+
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+
+
+class GELU(Layer):
+    """Gaussian error linear unit, tanh approximation (as in GPT-2 and PyTorch's 'tanh' mode).
+
+    y = 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3)
+    """
+
+    def forward(self, x):
+        self._x = x
+        self._t = np.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x * x * x))
+        return 0.5 * x * (1.0 + self._t)
+
+    def backward(self, grad_out, need_input_grad=True):
+        x, t = self._x, self._t
+        du = _SQRT_2_OVER_PI * (1.0 + 3.0 * 0.044715 * x * x)
+        return grad_out * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du)
+
+
+class SiLU(Layer):
+    """x * sigmoid(x) (Swish); dy/dx = s + x s (1 - s)."""
+
+    def forward(self, x):
+        self._x = x
+        self._s = sigmoid(x)
+        return x * self._s
+
+    def backward(self, grad_out, need_input_grad=True):
+        s = self._s
+        return grad_out * (s + self._x * s * (1.0 - s))
+
+
+def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Stable softmax: subtracting the row max keeps exp's argument <= 0."""
+    z = logits - logits.max(axis=axis, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=axis, keepdims=True)
+    return z
+
+
+class Softmax(Layer):
+    """Softmax over the last axis (for inference; train with the fused softmax cross-entropy)."""
+
+    def forward(self, x):
+        self._y = softmax(x)
+        return self._y
+
+    def backward(self, grad_out, need_input_grad=True):
+        y = self._y                                  # J^T g = y * (g - sum(g * y))
+        return y * (grad_out - (grad_out * y).sum(axis=-1, keepdims=True))
+
+
+class Dropout(Layer):
+    """Inverted dropout: in train mode zero each unit with probability p and scale by 1/(1-p)."""
+
+    def __init__(self, p: float = 0.5, *, rng=None):
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        self.p = float(p)
+        self.rng = as_rng(rng)
+
+    def forward(self, x):
+        if not self.training or self.p == 0.0:
+            self._mask = None
+            return x
+        keep = 1.0 - self.p
+        # One uniform draw per unit; the mask already carries the 1/keep scale.
+        self._mask = (self.rng.random(x.shape, dtype=np.float32) < keep).astype(x.dtype)
+        self._mask *= 1.0 / keep
+        return x * self._mask
+
+    def backward(self, grad_out, need_input_grad=True):
+        return grad_out if self._mask is None else grad_out * self._mask
+
+    def config(self):
+        return {"p": self.p}
+
+
+class BatchNorm1d(Layer):
+    """Batch normalization over the batch axis of (N, D); running stats used in eval mode."""
+
+    def __init__(self, num_features: int, *, momentum: float = 0.1, eps: float = 1e-5,
+                 dtype=np.float32):
+        self.num_features, self.momentum, self.eps = num_features, float(momentum), float(eps)
+        self.gamma = Parameter(np.ones(num_features, dtype=dtype), "gamma")
+        self.beta = Parameter(np.zeros(num_features, dtype=dtype), "beta")
+        self.running_mean = np.zeros(num_features, dtype=dtype)
+        self.running_var = np.ones(num_features, dtype=dtype)
+
+    def forward(self, x):
+        if not self.training:
+            inv_std = 1.0 / np.sqrt(self.running_var + self.eps)
+            return (x - self.running_mean) * (inv_std * self.gamma.data) + self.beta.data
+        n = x.shape[0]
+        mean = x.mean(axis=0)
+        xc = x - mean
+        var = (xc * xc).mean(axis=0)                   # biased, as used for normalization
+        self._inv_std = 1.0 / np.sqrt(var + self.eps)
+        self._xhat = xc * self._inv_std
+        m = self.momentum                              # PyTorch convention: unbiased running var
+        self.running_mean *= 1.0 - m
+        self.running_mean += m * mean
+        self.running_var *= 1.0 - m
+        self.running_var += (m * n / max(n - 1, 1)) * var
+        return self._xhat * self.gamma.data + self.beta.data
+
+    def backward(self, grad_out, need_input_grad=True):
+        xhat = self._xhat
+        (grad_out * xhat).sum(axis=0, out=self.gamma.grad)
+        grad_out.sum(axis=0, out=self.beta.grad)
+        if not need_input_grad:
+            return None
+        # dx = gamma/std * (g - mean(g) - xhat * mean(g * xhat)), all over the batch axis
+        n = grad_out.shape[0]
+        return (self.gamma.data * self._inv_std) * (
+            grad_out - self.beta.grad / n - xhat * (self.gamma.grad / n))
+
+    def parameters(self):
+        return [self.gamma, self.beta]
+
+    def buffers(self):
+        return {"running_mean": self.running_mean, "running_var": self.running_var}
+
+    def config(self):
+        return {"num_features": self.num_features, "momentum": self.momentum, "eps": self.eps}
+
+
+class Flatten(Layer):
+    """(N, ...) -> (N, prod(...))."""
+
+    def forward(self, x):
+        self._shape = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, grad_out, need_input_grad=True):
+        return grad_out.reshape(self._shape)
+
+
+LAYERS: dict[str, type[Layer]] = {
+    cls.__name__: cls
+    for cls in (Dense, ReLU, LeakyReLU, Sigmoid, Tanh, GELU, SiLU, Softmax, Dropout,
+                BatchNorm1d, Flatten)
+}

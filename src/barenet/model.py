@@ -1,0 +1,170 @@
+"""Sequential: a stack of layers with forward, backward, parameters, train/eval, predict.
+
+Also the JSON architecture description that rebuilds a model (used by serialize.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .init import as_rng
+from .layers import LAYERS, Layer, Parameter, softmax
+
+PIXEL_SCALE = 1.0 / 255.0
+
+
+def as_input(x: np.ndarray, dtype=np.float32) -> np.ndarray:
+    """uint8 images -> float pixels in [0, 1]; float arrays pass through in `dtype`."""
+    if x.dtype == np.uint8:
+        return np.multiply(x, np.float32(PIXEL_SCALE), dtype=dtype)
+    return x.astype(dtype, copy=False)
+
+
+class Sequential:
+    """Layers applied in order. (N, ...) in, (N, K) logits out."""
+
+    def __init__(self, *layers: Layer):
+        if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
+            layers = tuple(layers[0])
+        self.layers: list[Layer] = list(layers)
+        self.training = True
+
+    def _adapt(self, x: np.ndarray) -> np.ndarray:
+        # Images (N, 28, 28) flatten for a Dense first layer and gain a channel axis for a conv.
+        first = self.layers[0] if self.layers else None
+        want = getattr(first, "input_ndim", 2)
+        if x.ndim > want and want == 2:
+            return x.reshape(x.shape[0], -1)
+        if x.ndim == 3 and want == 4:
+            return x[:, None]
+        return x
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        x = self._adapt(x)
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x
+
+    __call__ = forward
+
+    def backward(self, grad_out: np.ndarray, *, input_grad: bool = False) -> np.ndarray | None:
+        """Backpropagate d loss / d output; fills every Parameter.grad.
+
+        The gradient with respect to the input is computed only when asked for
+        (saliency maps, gradient checks): training never needs it.
+        """
+        g = grad_out
+        last = len(self.layers) - 1
+        for i, layer in enumerate(reversed(self.layers)):
+            g = layer.backward(g, need_input_grad=input_grad or i < last)
+        return g
+
+    def parameters(self) -> list[Parameter]:
+        return [p for layer in self.layers for p in layer.parameters()]
+
+    def train(self) -> Sequential:
+        self.training = True
+        for layer in self.layers:
+            layer.training = True
+        return self
+
+    def eval(self) -> Sequential:
+        self.training = False
+        for layer in self.layers:
+            layer.training = False
+        return self
+
+    def predict_proba(self, x: np.ndarray, batch_size: int = 10_000) -> np.ndarray:
+        """Class probabilities (N, K) in eval mode; uint8 images are scaled to [0, 1]."""
+        was_training = self.training
+        self.eval()
+        try:
+            out = [softmax(self.forward(as_input(x[i:i + batch_size])))
+                   for i in range(0, len(x), batch_size)]
+        finally:
+            if was_training:
+                self.train()
+        return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+    def predict(self, x: np.ndarray, batch_size: int = 10_000) -> np.ndarray:
+        return self.predict_proba(x, batch_size).argmax(axis=1)
+
+    # Description and state, for model files and checkpoints.
+
+    def architecture(self) -> list[dict]:
+        return [{"type": type(layer).__name__, **layer.config()} for layer in self.layers]
+
+    @classmethod
+    def from_architecture(cls, spec: list[dict], *, rng=None, dtype=np.float32) -> Sequential:
+        rng = as_rng(rng)
+        layers = []
+        for entry in spec:
+            entry = dict(entry)
+            kind = entry.pop("type", None)
+            if kind not in LAYERS:
+                raise ValueError(f"unknown layer type {kind!r}")
+            layer_cls = LAYERS[kind]
+            kwargs = dict(entry)
+            if "rng" in _init_params(layer_cls):
+                kwargs["rng"] = rng
+            if "dtype" in _init_params(layer_cls):
+                kwargs["dtype"] = dtype
+            try:
+                layers.append(layer_cls(**kwargs))
+            except TypeError as exc:
+                raise ValueError(f"bad arguments for layer {kind}: {exc}") from None
+        return cls(*layers)
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """'<layer index>.<name>' -> array, for every parameter and buffer."""
+        state = {}
+        for i, layer in enumerate(self.layers):
+            for p in layer.parameters():
+                state[f"{i}.{p.name}"] = p.data
+            for name, buf in layer.buffers().items():
+                state[f"{i}.{name}"] = buf
+        return state
+
+    def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        """Copy arrays in place (views held by an optimizer stay valid); shapes must match."""
+        own = self.state_arrays()
+        missing = sorted(set(own) - set(arrays))
+        extra = sorted(set(arrays) - set(own))
+        if missing or extra:
+            raise ValueError(f"model arrays do not match the architecture "
+                             f"(missing {missing[:3]}, unexpected {extra[:3]})")
+        for name, target in own.items():
+            src = arrays[name]
+            if src.shape != target.shape:
+                raise ValueError(f"array {name} has shape {src.shape}, "
+                                 f"the architecture needs {target.shape}")
+            target[...] = src
+
+    def __repr__(self) -> str:
+        inner = ",\n  ".join(repr(layer) for layer in self.layers)
+        return f"Sequential(\n  {inner}\n)"
+
+
+def _init_params(cls) -> set[str]:
+    import inspect
+    return set(inspect.signature(cls.__init__).parameters)
+
+
+def mlp(n_in: int, hidden: list[int], n_out: int, *, activation: str = "ReLU",
+        init: str = "he", dropout: float = 0.0, batch_norm: bool = False,
+        rng=None, dtype=np.float32) -> Sequential:
+    """A multi-layer perceptron: [Dense, (BatchNorm1d), activation, (Dropout)] per hidden size."""
+    rng = as_rng(rng)
+    if activation not in LAYERS:
+        raise ValueError(f"unknown activation {activation!r}")
+    layers: list[Layer] = []
+    sizes = [n_in, *hidden]
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        layers.append(LAYERS["Dense"](a, b, init=init, rng=rng, dtype=dtype))
+        if batch_norm:
+            layers.append(LAYERS["BatchNorm1d"](b, dtype=dtype))
+        layers.append(LAYERS[activation]())
+        if dropout:
+            layers.append(LAYERS["Dropout"](dropout, rng=rng))
+    layers.append(LAYERS["Dense"](sizes[-1], n_out, init=init, rng=rng, dtype=dtype))
+    return Sequential(*layers)

@@ -1,0 +1,231 @@
+"""Mini-batch training: fit, evaluate, validation split, History and callbacks.
+
+The loop is one short function. It prints nothing; progress bars, checkpoints and early
+stopping are callbacks. Shuffling permutes indices, never the data.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from .init import as_rng
+from .losses import softmax_cross_entropy
+from .model import PIXEL_SCALE, Sequential, as_input
+from .optim import Optimizer, ReduceOnPlateau, Schedule
+
+LossFn = Callable[[np.ndarray, np.ndarray], tuple[float, np.ndarray]]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the model's weights are no longer usable."""
+
+
+class History:
+    """Per-epoch logs: `rows` is a list of dicts; `history[key]` is that key's list, Keras-style."""
+
+    def __init__(self, rows: list[dict] | None = None):
+        self.rows: list[dict] = list(rows or [])
+
+    def append(self, logs: dict) -> None:
+        self.rows.append(dict(logs))
+
+    @property
+    def history(self) -> dict[str, list]:
+        keys = [k for row in self.rows for k in row]
+        return {k: [row.get(k) for row in self.rows] for k in dict.fromkeys(keys)}
+
+    def __getitem__(self, key: str) -> list:
+        return [row.get(key) for row in self.rows]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+class Callback:
+    """Hooks called by fit. on_epoch_end may return True to stop training."""
+
+    def on_train_begin(self, state: TrainState) -> None:
+        pass
+
+    def on_batch_end(self, batch: int, logs: dict) -> None:
+        pass
+
+    def on_epoch_end(self, epoch: int, logs: dict) -> bool | None:
+        return None
+
+    def on_train_end(self, state: TrainState) -> None:
+        pass
+
+
+class EarlyStopping(Callback):
+    """Stop when `monitor` has not improved for `patience` epochs; can restore the best weights."""
+
+    def __init__(self, model: Sequential, monitor: str = "val_accuracy", patience: int = 5,
+                 mode: str | None = None, min_delta: float = 0.0, restore_best: bool = True):
+        self.model, self.monitor, self.patience = model, monitor, int(patience)
+        self.mode = mode or ("max" if "acc" in monitor else "min")
+        self.min_delta, self.restore_best = float(min_delta), restore_best
+        self.best: float | None = None
+        self.best_epoch: int | None = None
+        self.best_state: dict[str, np.ndarray] | None = None
+        self.wait = 0
+        self.stopped_epoch: int | None = None
+
+    def _improved(self, value: float) -> bool:
+        if self.best is None:
+            return True
+        if self.mode == "max":
+            return value > self.best + self.min_delta
+        return value < self.best - self.min_delta
+
+    def on_epoch_end(self, epoch, logs):
+        value = logs.get(self.monitor)
+        if value is None:
+            raise KeyError(f"early stopping monitors {self.monitor!r}, which the logs lack "
+                           f"(have: {', '.join(logs)}); is there a validation set?")
+        if self._improved(value):
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+            if self.restore_best:
+                self.best_state = copy.deepcopy(self.model.state_arrays())
+            return None
+        self.wait += 1
+        if self.wait >= self.patience:
+            self.stopped_epoch = epoch
+            return True
+        return None
+
+    def on_train_end(self, state):
+        if self.restore_best and self.best_state is not None and self.stopped_epoch is not None:
+            self.model.load_state_arrays(self.best_state)
+
+
+class TrainState:
+    """What fit works on; passed to callbacks so checkpoints can save all of it."""
+
+    def __init__(self, model, optimizer, rng, history, epoch=0, base_lr=None, plateau=None):
+        self.model: Sequential = model
+        self.optimizer: Optimizer = optimizer
+        self.rng: np.random.Generator = rng
+        self.history: History = history
+        self.epoch = epoch                     # epochs completed
+        self.base_lr = optimizer.lr if base_lr is None else base_lr
+        self.plateau: ReduceOnPlateau | None = plateau
+
+
+def split_validation(x: np.ndarray, y: np.ndarray, fraction: float, rng=None):
+    """Seeded random split: ((x_train, y_train), (x_val, y_val)); fraction 0 gives no val set."""
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"validation fraction must be in [0, 1), got {fraction}")
+    n_val = int(round(len(x) * fraction))
+    if n_val == 0:
+        return (x, y), None
+    order = as_rng(rng).permutation(len(x))
+    val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
+    return (x[train], y[train]), (x[val], y[val])
+
+
+def evaluate(model: Sequential, x: np.ndarray, labels: np.ndarray, *,
+             loss: LossFn = softmax_cross_entropy, batch_size: int = 10_000) -> dict[str, float]:
+    """Mean loss and accuracy in eval mode (the model's mode is restored afterwards)."""
+    was_training = model.training
+    model.eval()
+    total_loss, correct = 0.0, 0
+    try:
+        for i in range(0, len(x), batch_size):
+            logits = model.forward(as_input(x[i:i + batch_size]))
+            yb = labels[i:i + batch_size]
+            batch_loss, _ = loss(logits, yb)
+            total_loss += batch_loss * len(yb)
+            correct += int((logits.argmax(axis=1) == yb).sum())
+    finally:
+        if was_training:
+            model.train()
+    n = max(len(x), 1)
+    return {"loss": total_loss / n, "accuracy": correct / n}
+
+
+def fit(model: Sequential, loss: LossFn, optimizer: Optimizer, x: np.ndarray, y: np.ndarray, *,
+        epochs: int, batch_size: int = 128, validation: tuple | None = None,
+        callbacks: Sequence[Callback] = (), rng=None, schedule: Schedule | None = None,
+        plateau: ReduceOnPlateau | None = None, state: TrainState | None = None,
+        augment: Callable | None = None) -> History:
+    """Train for `epochs` (total, counting any already done in `state`) and return the History.
+
+    x: uint8 images or float inputs (N, ...); y: int labels (N,). A `state` from a checkpoint
+    continues where it stopped: same shuffles, same dropout masks, same weights, bit for bit.
+    """
+    if batch_size <= 0 or epochs < 0:
+        raise ValueError("batch_size must be > 0 and epochs >= 0")
+    if state is None:
+        state = TrainState(model, optimizer, as_rng(rng), History(), plateau=plateau)
+    rng = state.rng
+    n = len(x)
+    n_batches = math.ceil(n / batch_size)
+    feature_shape = x.shape[1:]
+    # Batch buffers live across the whole run: gather indices into them, never reallocate.
+    xb = np.empty((batch_size, *feature_shape), dtype=np.float32)
+    raw = np.empty((batch_size, *feature_shape), dtype=x.dtype) if x.dtype == np.uint8 else None
+    yb = np.empty(batch_size, dtype=y.dtype)
+    order = np.arange(n)
+    scale = np.float32(PIXEL_SCALE)
+
+    model.train()
+    for cb in callbacks:
+        cb.on_train_begin(state)
+    stop = False
+    while state.epoch < epochs and not stop:
+        epoch = state.epoch
+        start = time.perf_counter()
+        order[:] = np.arange(n)
+        rng.shuffle(order)
+        lr_scale = state.plateau.scale if state.plateau else 1.0
+        sum_loss, correct = 0.0, 0
+        for b in range(n_batches):
+            idx = order[b * batch_size:(b + 1) * batch_size]
+            m = len(idx)
+            if schedule is not None:
+                t = epoch + (b / n_batches if schedule.per_batch else 0.0)
+                optimizer.lr = state.base_lr * lr_scale * schedule.factor(t)
+            elif state.plateau is not None:
+                optimizer.lr = state.base_lr * lr_scale
+            if raw is not None:
+                np.take(x, idx, axis=0, out=raw[:m])
+                np.multiply(raw[:m], scale, out=xb[:m])
+            else:
+                np.take(x, idx, axis=0, out=xb[:m])
+            np.take(y, idx, out=yb[:m])
+            inputs = augment(xb[:m], rng) if augment is not None else xb[:m]
+            logits = model.forward(inputs)
+            batch_loss, grad = loss(logits, yb[:m])
+            if not math.isfinite(batch_loss):
+                raise TrainingDiverged(
+                    f"loss became {batch_loss} at epoch {epoch + 1}, batch {b + 1}; "
+                    f"lower the learning rate (now {optimizer.lr:g}) or clip gradients")
+            model.backward(grad)
+            optimizer.step()
+            sum_loss += batch_loss * m
+            correct += int(np.count_nonzero(logits.argmax(axis=1) == yb[:m]))
+            for cb in callbacks:
+                cb.on_batch_end(b, {"loss": batch_loss, "batch": b, "batches": n_batches})
+        logs = {"epoch": epoch + 1, "loss": sum_loss / n, "accuracy": correct / n,
+                "lr": optimizer.lr}
+        if validation is not None:
+            val = evaluate(model, validation[0], validation[1], loss=loss)
+            logs["val_loss"], logs["val_accuracy"] = val["loss"], val["accuracy"]
+        logs["time"] = time.perf_counter() - start
+        if state.plateau is not None:
+            state.plateau.update(logs.get("val_loss", logs["loss"]), state.base_lr)
+        state.history.append(logs)
+        state.epoch = epoch + 1
+        for cb in callbacks:
+            if cb.on_epoch_end(epoch, logs):
+                stop = True
+    for cb in callbacks:
+        cb.on_train_end(state)
+    model.eval()
+    return state.history
