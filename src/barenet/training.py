@@ -163,6 +163,22 @@ def fit(model: Sequential, loss: LossFn, optimizer: Optimizer, x: np.ndarray, y:
         raise ValueError("batch_size must be > 0 and epochs >= 0")
     if state is None:
         state = TrainState(model, optimizer, as_rng(rng), History(), plateau=plateau)
+    model.train()
+    for cb in callbacks:
+        cb.on_train_begin(state)
+    # A diverging run is reported once, by the finiteness check below, not by a stream of
+    # overflow warnings from every ufunc on the way there.
+    with np.errstate(over="ignore", invalid="ignore"):
+        _epochs(model, loss, optimizer, x, y, epochs, batch_size, validation, callbacks,
+                schedule, state, augment)
+    for cb in callbacks:
+        cb.on_train_end(state)
+    model.eval()
+    return state.history
+
+
+def _epochs(model, loss, optimizer, x, y, epochs, batch_size, validation, callbacks,
+            schedule, state, augment):
     rng = state.rng
     n = len(x)
     n_batches = math.ceil(n / batch_size)
@@ -173,10 +189,6 @@ def fit(model: Sequential, loss: LossFn, optimizer: Optimizer, x: np.ndarray, y:
     yb = np.empty(batch_size, dtype=y.dtype)
     order = np.arange(n)
     scale = np.float32(PIXEL_SCALE)
-
-    model.train()
-    for cb in callbacks:
-        cb.on_train_begin(state)
     stop = False
     while state.epoch < epochs and not stop:
         epoch = state.epoch
@@ -225,7 +237,3 @@ def fit(model: Sequential, loss: LossFn, optimizer: Optimizer, x: np.ndarray, y:
         for cb in callbacks:
             if cb.on_epoch_end(epoch, logs):
                 stop = True
-    for cb in callbacks:
-        cb.on_train_end(state)
-    model.eval()
-    return state.history

@@ -148,7 +148,7 @@ def evaluate(model, as_json, data_dir):
     table.add_column("true", justify="right")
     for k in range(cm.shape[1]):
         table.add_column(str(k), justify="right")
-    table.add_column("accuracy", justify="right")
+    table.add_column("accuracy", justify="right", no_wrap=True, min_width=8)
     for k, row in enumerate(cm):
         cells = [f"[bold]{v}[/]" if j == k else (str(v) if v else "[dim]0[/]")
                  for j, v in enumerate(row)]

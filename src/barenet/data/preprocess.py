@@ -1,0 +1,330 @@
+"""A user's drawing or photo turned into a digit the way MNIST made its digits.
+
+MNIST: white ink on black, size-normalized into a 20x20 box (aspect kept, anti-aliased), centered
+by center of mass in 28x28, uint8. Decoding uses Pillow; the numerics are NumPy. No MNIST I/O here.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps
+
+__all__ = ["MAX_PIXELS", "ImageError", "load_image", "preprocess_image"]
+
+MAX_PIXELS = 40_000_000  # larger images are refused from their header, before any decoding
+_WORK_SIDE = 1024  # larger arrays are box-averaged to about this first: the digit ends up 20 px
+_BOX, _SIDE = 20, 28  # digit fits a 20x20 box, centered by mass in 28x28
+_STRONG = 0.25  # of the ink level: surely ink; the digit is what lies on or next to such pixels
+_FAINT = 0.02  # of the ink level: below this, even next to a stroke, a pixel is background
+_SPECK = 0.02  # a detached end of the ink with less of its mass than this is a speck, not digit
+_MIN_CONTRAST = 0.05  # of full scale: less between ink and background means the image is blank
+_LUMA = (0.299, 0.587, 0.114)  # ITU-R 601 weights, as Pillow's "L" conversion
+
+
+class ImageError(ValueError):
+    """The input cannot be used as a digit image; str() is one line meant for the user."""
+
+
+def _blank() -> ImageError:
+    return ImageError("no digit found: the image is blank (nothing stands out from the background)")
+
+
+# Decoding
+
+
+def load_image(source: str | os.PathLike | bytes) -> np.ndarray:
+    """Decode an image file or its bytes to float32 grayscale (H, W) in [0, 1].
+
+    Any format and mode Pillow reads; EXIF orientation applied; the first frame of animations.
+    Transparent pixels are composited onto white when the visible content is dark and onto black
+    when it is light, so strokes on a transparent canvas survive in either colour.
+    Raises ImageError (one line) for zero bytes, undecodable data, or more than MAX_PIXELS.
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        name = "image data"
+        if len(source) == 0:
+            raise ImageError(f"cannot read {name}: zero bytes")
+        fp = io.BytesIO(source)
+    elif isinstance(source, (str, os.PathLike)):
+        name = f"image file '{os.fspath(source)}'"
+        try:
+            fp = open(source, "rb")  # closed in the finally below
+        except OSError as e:
+            raise ImageError(f"cannot read {name}: {e.strerror or e}") from None
+    else:
+        raise TypeError(f"source must be a path or bytes, not {type(source).__name__}")
+    try:
+        return _decode(fp, name)
+    finally:
+        fp.close()
+
+
+def _decode(fp, name: str) -> np.ndarray:
+    # Our own pixel limit below is the one that applies; Pillow's bomb warning would repeat it.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            if fp.read(1) == b"":
+                raise ImageError(f"cannot read {name}: zero bytes")
+            fp.seek(0)
+            with Image.open(fp) as im:  # lazy: reads the header only
+                width, height = im.size
+                if width * height > MAX_PIXELS:
+                    raise _too_large(name, f"{width}x{height}")
+                return _pixels_to_gray(im)
+        except ImageError:
+            raise
+        except Image.DecompressionBombError:
+            raise _too_large(name, "its header") from None
+        except Image.UnidentifiedImageError:
+            raise ImageError(f"cannot read {name}: not an image (unknown format)") from None
+        except Exception as e:  # decoders fail on untrusted bytes in many ways; report them all
+            detail = " ".join(str(e).split()) or type(e).__name__
+            raise ImageError(f"cannot read {name}: corrupt or unsupported ({detail})") from None
+
+
+def _too_large(name: str, size: str) -> ImageError:
+    return ImageError(f"cannot read {name}: too large ({size}; the limit is {MAX_PIXELS:,} pixels)")
+
+
+def _pixels_to_gray(im: Image.Image) -> np.ndarray:
+    """Decoded Pillow image -> float32 (H, W) in [0, 1]."""
+    try:
+        rotated = ImageOps.exif_transpose(im)
+    except Exception:  # a broken EXIF block should not cost the picture: keep it unrotated
+        rotated = im
+    im = rotated if rotated is not None else im
+    mode = im.mode
+    if mode in ("I", "F") or mode.startswith("I;16"):  # 16/32-bit gray: scale in NumPy
+        a = np.asarray(im, dtype=np.float32)
+        if mode != "F":
+            a *= 1.0 / (65535.0 if a.size and a.max() > 255.0 else 255.0)
+        return np.clip(a, 0.0, 1.0)
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
+        return _as_gray(np.asarray(im.convert("RGBA")))
+    return np.asarray(im.convert("L"), dtype=np.float32) * (1.0 / 255.0)
+
+
+# Arrays to gray
+
+
+def _as_gray(image) -> np.ndarray:
+    """(H, W), (H, W, 1|2|3|4) of uint8/uint16/int/bool/float -> float32 (H, W), ink unknown."""
+    a = np.asarray(image)
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[..., 0]
+    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (2, 3, 4))):
+        raise ValueError(f"expected an image (H, W), (H, W, 3) or (H, W, 4), got shape {a.shape}")
+    if a.dtype == np.bool_:
+        a = a.astype(np.float32)
+    elif np.issubdtype(a.dtype, np.integer):
+        top = 255.0 if a.dtype == np.uint8 or (a.size and a.max() <= 255) else 65535.0
+        a = a.astype(np.float32) * (1.0 / top)
+    elif np.issubdtype(a.dtype, np.floating):
+        a = a.astype(np.float32)
+        if not np.isfinite(a).all():
+            raise ValueError("image contains NaN or infinite values")
+    else:
+        raise ValueError(f"expected a numeric image, got dtype {a.dtype}")
+    if a.ndim == 2:
+        return a
+    if a.shape[2] >= 3:
+        gray = a[..., 0] * _LUMA[0] + a[..., 1] * _LUMA[1] + a[..., 2] * _LUMA[2]
+    else:
+        gray = a[..., 0]
+    if a.shape[2] in (2, 4):
+        gray = _composite(gray, a[..., -1])
+    return gray
+
+
+def _composite(gray: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Flatten transparency onto white behind dark content, onto black behind light content."""
+    if alpha.size == 0 or alpha.min() >= 1.0:
+        return gray
+    opaque = alpha >= 0.5
+    if opaque.any():
+        level = float(gray[opaque].mean())
+    else:
+        total = float(alpha.sum())
+        level = float((gray * alpha).sum()) / total if total > 0 else 0.0
+    backdrop = 1.0 if level < 0.5 else 0.0
+    return gray * alpha + backdrop * (1.0 - alpha)
+
+
+def _shrink(gray: np.ndarray, side: int) -> np.ndarray:
+    """Box-average by an integer factor so the longer side is at most about `side`."""
+    k = -(-max(gray.shape) // side)
+    if k <= 1:
+        return gray
+    kh, kw = min(k, gray.shape[0]), min(k, gray.shape[1])
+    h, w = gray.shape[0] // kh, gray.shape[1] // kw
+    return gray[: h * kh, : w * kw].reshape(h, kh, w, kw).mean(axis=(1, 3), dtype=np.float32)
+
+
+# The MNIST treatment
+
+
+def preprocess_image(image: np.ndarray) -> np.ndarray:
+    """Any digit picture -> uint8 (28, 28), white ink on black, as MNIST digits were made.
+
+    image: (H, W) gray, or (H, W, 3) RGB, or (H, W, 4) RGBA; uint8, or float in [0, 1].
+    Steps: grayscale; subtract a smooth background fitted to the image border (uneven light);
+    ink is whichever side of it deviates most (dark on light or light on dark); faint noise and
+    detached specks dropped; crop to the ink; resize into 20x20 keeping aspect (anti-aliased);
+    place in 28x28 with the center of mass at (14, 14), rounded to whole pixels.
+    Raises ImageError when no ink stands out (blank image).
+    """
+    gray = _shrink(_as_gray(image), _WORK_SIDE)  # (H, W) float32
+    if gray.size == 0:
+        raise _blank()
+    background, noise = _fit_background(gray)
+    diff = gray - background  # background ~0, ink clearly positive or negative
+    ink = diff if _ink_is_light(diff, noise) else -diff
+    digit = _isolate(ink, noise)
+    return _center(_fit_box(digit))
+
+
+def _fit_background(gray: np.ndarray) -> tuple[np.ndarray | float, float]:
+    """Quadratic surface a + b*u + c*v + d*u^2 + e*v^2 + f*u*v fitted robustly to the border.
+
+    The border is mostly background, so this follows lighting gradients and vignetting across
+    a photographed page. Returns the surface ((H, W) or a constant) and the noise level (sigma)
+    of the border around it.
+    """
+    h, w = gray.shape
+    band = max(1, round(0.03 * min(h, w)))
+    if 2 * band >= min(h, w):  # tiny image: all of it is border
+        rows, cols = np.nonzero(np.ones((h, w), dtype=bool))
+    else:  # top and bottom bands, then left and right ones, thinned to about 8k pixels
+        step = max(1, 4 * band * (h + w) // 8192)
+        ends_v, ends_h = np.r_[0:band, h - band : h], np.r_[0:band, w - band : w]
+        r1, c1 = np.meshgrid(ends_v, np.arange(0, w, step), indexing="ij")
+        r2, c2 = np.meshgrid(np.arange(band, h - band, step), ends_h, indexing="ij")
+        rows, cols = np.r_[r1.ravel(), r2.ravel()], np.r_[c1.ravel(), c2.ravel()]
+    values = gray[rows, cols].astype(np.float64)
+    u = cols * (2.0 / max(w - 1, 1)) - 1.0  # in [-1, 1]
+    v = rows * (2.0 / max(h - 1, 1)) - 1.0
+    design = np.stack([np.ones_like(u), u, v, u * u, v * v, u * v], axis=1)
+
+    # Start from pixels near the median, then alternate fit and 3-sigma rejection of ink.
+    residual = values - np.median(values)
+    keep = np.abs(residual) <= 3.0 * 1.4826 * np.median(np.abs(residual)) + 1e-3
+    coef = np.array([np.median(values), 0, 0, 0, 0, 0], dtype=np.float64)
+    for _ in range(4):
+        if keep.sum() < 12:
+            break
+        coef = np.linalg.lstsq(design[keep], values[keep], rcond=None)[0]
+        residual = values - design @ coef
+        sigma = 1.4826 * float(np.median(np.abs(residual[keep])))
+        new_keep = np.abs(residual) <= 3.0 * sigma + 1e-3
+        if np.array_equal(new_keep, keep):
+            break
+        keep = new_keep
+    residual = values - design @ coef
+    noise = 1.4826 * float(np.median(np.abs(residual[keep]))) if keep.any() else 0.0
+
+    a, b, c, d, e, f = (float(x) for x in coef)
+    if max(abs(b), abs(c), abs(d), abs(e), abs(f)) < 1e-3:  # flat: skip the full-size surface
+        return a, noise
+    u = np.linspace(-1.0, 1.0, w, dtype=np.float32) if w > 1 else np.zeros(1, np.float32)
+    v = np.linspace(-1.0, 1.0, h, dtype=np.float32) if h > 1 else np.zeros(1, np.float32)
+    surface = (a + c * v + e * v * v)[:, None] + (b * u + d * u * u)[None, :]  # (H, W)
+    if abs(f) >= 1e-3:
+        surface += f * np.outer(v, u)
+    return surface, noise
+
+
+def _ink_is_light(diff: np.ndarray, noise: float) -> bool:
+    """Ink is the side (lighter or darker than the background) with more strong deviation."""
+    stride = max(1, math.isqrt(diff.size // 250_000))  # a sample is enough to vote
+    sample = diff[::stride, ::stride]
+    margin = max(4.0 * noise, 0.1 * max(float(sample.max()), -float(sample.min())))
+    light = np.maximum(sample - margin, 0.0).sum(dtype=np.float64)
+    dark = np.maximum(-margin - sample, 0.0).sum(dtype=np.float64)
+    return bool(light >= dark)
+
+
+def _isolate(ink: np.ndarray, noise: float) -> np.ndarray:
+    """Ink-high image (H, W) -> the digit cropped to its bounding box, float32 in [0, 1]."""
+    candidates = ink[ink > max(4.0 * noise, 1e-3)]
+    if candidates.size == 0:
+        raise _blank()
+    level = float(np.quantile(candidates, 0.95))  # the ink's own level, robust to hot pixels
+    if level < max(_MIN_CONTRAST, 8.0 * noise):
+        raise _blank()
+
+    strong = ink > max(_STRONG * level, 5.0 * noise)
+    c0, c1 = _main_span(strong.sum(axis=0))
+    r0, r1 = _main_span(strong[:, c0:c1].sum(axis=1))
+    c0, c1 = (c0 + x for x in _main_span(strong[r0:r1, c0:c1].sum(axis=0)))
+
+    # One pixel of margin: anti-aliased edges next to strong ink belong to the digit.
+    h, w = ink.shape
+    top, left = max(r0 - 1, 0), max(c0 - 1, 0)
+    bottom, right = min(r1 + 1, h), min(c1 + 1, w)
+    core = np.zeros((bottom - top, right - left), dtype=bool)
+    core[r0 - top : r1 - top, c0 - left : c1 - left] = strong[r0:r1, c0:c1]
+    near = core.copy()  # 3x3 dilation, separable
+    near[1:] |= core[:-1]
+    near[:-1] |= core[1:]
+    grown = near.copy()
+    grown[:, 1:] |= near[:, :-1]
+    grown[:, :-1] |= near[:, 1:]
+
+    # Dead zone below t, linear ramp back to identity at 2t: noise fades out, edges stay smooth.
+    x = ink[top:bottom, left:right]
+    t = max(_FAINT * level, 4.0 * noise)
+    x = np.where(x >= 2.0 * t, x, 2.0 * (x - t))
+    digit = np.where(grown, np.clip(x, 0.0, level), 0.0).astype(np.float32) * (1.0 / level)
+
+    on = digit > 0
+    rows, cols = np.flatnonzero(on.any(axis=1)), np.flatnonzero(on.any(axis=0))
+    return digit[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+
+
+def _main_span(profile: np.ndarray) -> tuple[int, int]:
+    """[start, stop) of the nonzero profile after dropping light detached runs at either end."""
+    idx = np.flatnonzero(profile)
+    gaps = np.flatnonzero(np.diff(idx) > 1)
+    starts = np.concatenate([idx[:1], idx[gaps + 1]])
+    stops = np.concatenate([idx[gaps], idx[-1:]]) + 1
+    mass = np.add.reduceat(profile, starts).astype(np.float64)
+    first, last, floor = 0, len(starts) - 1, _SPECK * mass.sum()
+    while first < last and mass[first] < floor:
+        first += 1
+    while last > first and mass[last] < floor:
+        last -= 1
+    return int(starts[first]), int(stops[last])
+
+
+def _fit_box(digit: np.ndarray) -> np.ndarray:
+    """(h, w) -> longest side exactly 20, aspect kept, anti-aliased; peak rescaled to 1."""
+    h, w = digit.shape
+    scale = _BOX / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))  # Pillow wants (W, H)
+    patch = np.asarray(Image.fromarray(digit).resize(size, Image.Resampling.LANCZOS))
+    patch = np.clip(patch, 0.0, 1.0)  # Lanczos rings a little past 0 and 1
+    peak = float(patch.max())
+    if peak <= 0.0:
+        raise _blank()
+    return patch * (1.0 / peak)  # thin strokes lose contrast when shrunk a lot; MNIST saturates
+
+
+def _center(patch: np.ndarray) -> np.ndarray:
+    """Place (h, w) in 28x28 with its center of mass at (14, 14), whole-pixel shift -> uint8."""
+    h, w = patch.shape
+    mass = float(patch.sum())
+    com_row = float(np.arange(h) @ patch.sum(axis=1)) / mass
+    com_col = float(np.arange(w) @ patch.sum(axis=0)) / mass
+    # Rounded half down, so a symmetric 20-px patch gets equal 4-px margins. Clamped so no ink
+    # is cut off, which only matters for very lopsided shapes.
+    top = min(max(math.ceil(_SIDE / 2 - com_row - 0.501), 0), _SIDE - h)
+    left = min(max(math.ceil(_SIDE / 2 - com_col - 0.501), 0), _SIDE - w)
+    out = np.zeros((_SIDE, _SIDE), dtype=np.float32)
+    out[top : top + h, left : left + w] = patch
+    return np.rint(out * 255.0).astype(np.uint8)
