@@ -36,6 +36,23 @@ class ModelConfig:
     init: str = "he"
     dropout: float = 0.2
     batch_norm: bool = False
+    # Any other network: a list of layer tables ([[model.layers]] type = "Dense", n_in = ...),
+    # as Sequential.architecture() writes them. When given, the MLP keys above are ignored.
+    layers: tuple[dict, ...] = ()
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """On-the-fly training-set augmentation; all zero = off."""
+    shift: float = 0.0               # max shift in pixels
+    rotate: float = 0.0              # max rotation in degrees
+    scale: float = 0.0               # max relative scale change (0.1 = +-10 %)
+    elastic_alpha: float = 0.0       # elastic distortion strength (Simard 2003), 0 = off
+    elastic_sigma: float = 4.0       # smoothing of the displacement field, pixels
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.shift or self.rotate or self.scale or self.elastic_alpha)
 
 
 @dataclass(frozen=True)
@@ -80,6 +97,7 @@ class Config:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     description: str = ""
 
     def to_dict(self) -> dict:
@@ -95,7 +113,8 @@ def _plain(value):
 
 
 _SECTION_CLASSES = {"data": DataConfig, "model": ModelConfig, "optimizer": OptimizerConfig,
-                    "schedule": ScheduleConfig, "training": TrainingConfig}
+                    "schedule": ScheduleConfig, "training": TrainingConfig,
+                    "augment": AugmentConfig}
 CHOICES = {
     "data.dataset": ("mnist", "fashion-mnist"),
     "model.activation": ("ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "SiLU"),
@@ -130,6 +149,11 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
         if not isinstance(value, str):
             raise bad("a string")
         return value
+    if key == "model.layers":
+        if not isinstance(value, (list, tuple)) or not all(
+                isinstance(v, dict) and isinstance(v.get("type"), str) for v in value):
+            raise bad("a list of layer tables, each with a type")
+        return tuple(dict(v) for v in value)
     if isinstance(default, tuple):
         if not isinstance(value, (list, tuple)):
             raise bad("a list")
@@ -189,6 +213,17 @@ def validate(c: Config) -> None:
     from .init import INITIALIZERS
     check(c.model.init in INITIALIZERS, "model.init",
           f"must be one of {', '.join(sorted(INITIALIZERS))}", c.model.init)
+    if c.model.layers:
+        from .model import Sequential
+        try:
+            Sequential.from_architecture(list(c.model.layers), rng=0)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"model.layers: {exc}") from None
+    a = c.augment
+    for key in ("shift", "rotate", "scale", "elastic_alpha"):
+        check(getattr(a, key) >= 0, f"augment.{key}", "must be >= 0 (0 = off)", getattr(a, key))
+    check(a.scale < 1, "augment.scale", "must be < 1", a.scale)
+    check(a.elastic_sigma > 0, "augment.elastic_sigma", "must be > 0", a.elastic_sigma)
     o = c.optimizer
     check(o.lr > 0, "optimizer.lr", "must be > 0", o.lr)
     check(0 <= o.momentum < 1, "optimizer.momentum", "must be in [0, 1)", o.momentum)
@@ -267,7 +302,9 @@ def replace(config: Config, section: str, **changes) -> Config:
 # Building the pieces a config describes.
 
 def build_model(c: Config, n_in: int = 784, n_out: int = 10, rng=None):
-    from .model import mlp
+    from .model import Sequential, mlp
+    if c.model.layers:
+        return Sequential.from_architecture(list(c.model.layers), rng=rng)
     return mlp(n_in, list(c.model.hidden), n_out, activation=c.model.activation,
                init=c.model.init, dropout=c.model.dropout, batch_norm=c.model.batch_norm,
                rng=rng)
@@ -313,3 +350,11 @@ def build_loss(c: Config):
     if c.training.label_smoothing:
         return partial(softmax_cross_entropy, label_smoothing=c.training.label_smoothing)
     return softmax_cross_entropy
+
+
+def build_augment(c: Config):
+    """A callable (batch, rng) -> augmented batch, or None when augmentation is off."""
+    if not c.augment.enabled:
+        return None
+    from .data.augment import Augmenter
+    return Augmenter(c.augment)

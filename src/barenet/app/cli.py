@@ -37,7 +37,40 @@ def _user_errors():
     return tuple(errors)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# Commands that live in their own modules, imported only when used: "name": "module:attribute".
+LAZY_COMMANDS = {
+    "gradcheck": "barenet.app.gradcheck_cmd:command",
+    "lr-find": "barenet.app.lrfind:command",
+    "report": "barenet.app.report:command",
+    "compare": "barenet.app.compare:command",
+    "explore": "barenet.app.explore:command",
+    "serve": "barenet.app.server:command",
+    "augment-preview": "barenet.app.augment_preview:command",
+    "ensemble": "barenet.app.ensemble_cmd:command",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group that imports a command's module only when that command runs."""
+
+    def _available(self) -> dict[str, str]:
+        import importlib.util
+        return {name: target for name, target in LAZY_COMMANDS.items()
+                if importlib.util.find_spec(target.split(":")[0]) is not None}
+
+    def list_commands(self, ctx):
+        return sorted({*super().list_commands(ctx), *self._available()})
+
+    def get_command(self, ctx, name):
+        command = super().get_command(ctx, name)
+        if command is not None or name not in self._available():
+            return command
+        import importlib
+        module, attribute = LAZY_COMMANDS[name].split(":")
+        return getattr(importlib.import_module(module), attribute)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="barenet", prog_name="barenet")
 def cli():
     """barenet: neural networks from scratch in NumPy, and an MNIST digit recognizer."""

@@ -15,7 +15,15 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..config import Config, build_loss, build_model, build_optimizer, build_schedule, from_dict
+from ..config import (
+    Config,
+    build_augment,
+    build_loss,
+    build_model,
+    build_optimizer,
+    build_schedule,
+    from_dict,
+)
 from ..layers import Dropout
 from ..metrics import confusion_matrix, per_class_accuracy
 from ..serialize import (
@@ -104,6 +112,7 @@ class Prepared:
         self.optimizer = build_optimizer(config, self.model.parameters())
         self.schedule, plateau = build_schedule(config)
         self.loss = build_loss(config)
+        self.augment = build_augment(config)
         self.state = TrainState(self.model, self.optimizer, shuffle_rng, History(),
                                 plateau=plateau)
 
@@ -127,7 +136,7 @@ class Prepared:
 
 
 def train_run(config: Config, out: Path, *, data_dir=None, callbacks=(), progress=None,
-              resume: bool = False) -> dict:
+              resume: bool = False, report: bool = True) -> dict:
     """Train (or resume) the run in `out`; writes the run directory; returns metrics."""
     out = Path(out)
     checkpoint = out / CHECKPOINT_FILE
@@ -156,7 +165,8 @@ def train_run(config: Config, out: Path, *, data_dir=None, callbacks=(), progres
     start = time.perf_counter()
     history = fit(run.model, run.loss, run.optimizer, run.x_train, run.y_train,
                   epochs=t.epochs, batch_size=batch_size, validation=run.validation,
-                  callbacks=cbs, schedule=run.schedule, state=run.state)
+                  callbacks=cbs, schedule=run.schedule, state=run.state,
+                  augment=run.augment)
     train_time = time.perf_counter() - start
     write_json(out / "history.json", history.rows)
 
@@ -184,7 +194,18 @@ def train_run(config: Config, out: Path, *, data_dir=None, callbacks=(), progres
     write_json(out / "metrics.json", metrics)
     save_model(out / MODEL_FILE, run.model, config=config.to_dict(), history=history.rows,
                metrics={k: metrics[k] for k in ("test_accuracy", "test_loss", "dataset")})
+    if report:
+        _write_report(out)
     return metrics
+
+
+def _write_report(out: Path) -> None:
+    """report.html for the run, when the report module (and matplotlib) are installed."""
+    import importlib.util
+    if importlib.util.find_spec("barenet.app.report") is None:
+        return
+    from .report import write_report
+    write_report(out)
 
 
 def load_run_config(run: Path) -> Config:
