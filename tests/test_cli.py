@@ -230,3 +230,15 @@ def test_kill_9_mid_epoch_then_resume_gives_identical_weights(tiny_data, tmp_pat
 def test_resume_without_checkpoint(tmp_path, capsys):
     assert main(["train", "--resume", str(tmp_path)]) == 2
     assert "is this a run directory" in capsys.readouterr().err
+
+
+def test_seeds_report_mean_and_spread(tiny_data, tmp_path, capsys):
+    out = tmp_path / "multi"
+    assert main(["train", *FAST, "--seeds", "3", "--out", str(out), "-q"]) == 0
+    summary = json.loads((out / "seeds.json").read_text())
+    assert [s["seed"] for s in summary["seeds"]] == [0, 1, 2]
+    accs = [s["test_accuracy"] for s in summary["seeds"]]
+    assert summary["test_accuracy_mean"] == pytest.approx(np.mean(accs))
+    assert summary["test_accuracy_std"] == pytest.approx(np.std(accs, ddof=1))
+    assert all((out / f"seed-{k}" / "model.safetensors").is_file() for k in range(3))
+    assert "±" in capsys.readouterr().out

@@ -96,6 +96,7 @@ class Sequential:
 
     @classmethod
     def from_architecture(cls, spec: list[dict], *, rng=None, dtype=np.float32) -> Sequential:
+        _register_optional_layers()
         rng = as_rng(rng)
         layers = []
         for entry in spec:
@@ -143,6 +144,13 @@ class Sequential:
     def __repr__(self) -> str:
         inner = ",\n  ".join(repr(layer) for layer in self.layers)
         return f"Sequential(\n  {inner}\n)"
+
+
+def _register_optional_layers() -> None:
+    """Convolutional layers register themselves in LAYERS when barenet.conv is imported."""
+    import importlib.util
+    if importlib.util.find_spec("barenet.conv") is not None:
+        import barenet.conv  # noqa: F401
 
 
 def _init_params(cls) -> set[str]:

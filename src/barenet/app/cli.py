@@ -95,9 +95,11 @@ def _default_out(dataset: str) -> Path:
               help="Where the MNIST files are cached (default: $BARENET_DATA_DIR or user cache).")
 @click.option("--out", type=click.Path(), help="Run directory (default: runs/<dataset>-<time>).")
 @click.option("--resume", type=click.Path(), help="Continue the interrupted run in this directory.")
+@click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Train with this many seeds (seed, seed+1, ...) and report mean and spread.")
 @click.option("--quiet", "-q", is_flag=True, help="No per-epoch output.")
 def train(config_file, dataset, epochs, batch_size, lr, seed, overrides, data_dir, out, resume,
-          quiet):
+          seeds, quiet):
     """Train a network and write a run directory (model, config, history, metrics)."""
     from ..config import load_config
     from ..training import TrainingDiverged
@@ -105,8 +107,9 @@ def train(config_file, dataset, epochs, batch_size, lr, seed, overrides, data_di
     from .runs import CHECKPOINT_FILE, load_run_config, train_run
 
     if resume:
-        if config_file or overrides or out:
-            raise Failure("--resume continues a run as configured; drop --config/--set/--out")
+        if config_file or overrides or out or seeds > 1:
+            raise Failure("--resume continues a run as configured; "
+                          "drop --config/--set/--out/--seeds")
         config = load_run_config(Path(resume))
         out_dir = Path(resume)
     else:
@@ -118,6 +121,8 @@ def train(config_file, dataset, epochs, batch_size, lr, seed, overrides, data_di
                 sets.append(f"{key}={value}")
         config = load_config(config_file, sets)
         out_dir = Path(out) if out else _default_out(config.data.dataset)
+    if seeds > 1:
+        return _train_seeds(config, out_dir, seeds, data_dir, quiet)
     callbacks = [] if quiet else [ProgressPrinter(config.training.epochs)]
     if not quiet:
         click.echo(f"run directory: {out_dir}", err=True)
@@ -134,6 +139,40 @@ def train(config_file, dataset, epochs, batch_size, lr, seed, overrides, data_di
     click.echo(f"test accuracy {metrics['test_accuracy']:.4f}  test loss "
                f"{metrics['test_loss']:.4f}  ({metrics['train_seconds_total']:.1f} s training)")
     click.echo(f"saved {out_dir}/model.safetensors, config.json, history.json, metrics.json")
+    return EXIT_OK
+
+
+def _train_seeds(config, out_dir: Path, seeds: int, data_dir, quiet: bool) -> int:
+    """Train seeds seed..seed+n-1 into out_dir/seed-K; report test accuracy mean +- std."""
+    import statistics
+
+    from ..config import replace
+    from .progress import ProgressPrinter
+    from .runs import RunError, train_run, write_json
+
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise RunError(f"{out_dir} is not empty; choose another --out for a multi-seed run")
+    first = config.training.seed
+    results = []
+    for k in range(first, first + seeds):
+        run_config = replace(config, "training", seed=k)
+        run_dir = out_dir / f"seed-{k}"
+        if not quiet:
+            click.echo(f"seed {k}: {run_dir}", err=True)
+        callbacks = [] if quiet else [ProgressPrinter(config.training.epochs)]
+        metrics = train_run(run_config, run_dir, data_dir=data_dir, callbacks=callbacks,
+                            progress=None if not quiet else False)
+        results.append({"seed": k, "run": str(run_dir), "test_accuracy": metrics["test_accuracy"],
+                        "train_seconds": metrics["train_seconds_total"]})
+        click.echo(f"seed {k}: test accuracy {metrics['test_accuracy']:.4f} "
+                   f"({metrics['train_seconds_total']:.1f} s training)")
+    accuracies = [r["test_accuracy"] for r in results]
+    mean, std = statistics.mean(accuracies), statistics.stdev(accuracies)
+    summary = {"seeds": results, "test_accuracy_mean": mean, "test_accuracy_std": std,
+               "train_seconds_mean": statistics.mean(r["train_seconds"] for r in results)}
+    write_json(out_dir / "seeds.json", summary)
+    click.echo(f"test accuracy over {seeds} seeds: {mean:.4f} ± {std:.4f} (sample std); "
+               f"summary in {out_dir / 'seeds.json'}")
     return EXIT_OK
 
 
