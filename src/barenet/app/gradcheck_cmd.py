@@ -182,6 +182,9 @@ def whole_network(rng: np.random.Generator):
 
 def run_checks(seed: int = 0) -> list[dict]:
     """Every check as a row: {kind, check, parameter, relative_error}; errors as rows too."""
+    from ..model import _register_optional_layers
+
+    _register_optional_layers()                     # conv layers join LAYERS on import
     rng = np.random.default_rng(seed)
     rows = []
     for label, make in layer_cases(rng):
