@@ -1,0 +1,376 @@
+"""Layers on image batches (N, C, H, W): Conv2D, pooling, BatchNorm2d, Dropout2d.
+
+Conv2D is im2col + one GEMM per batch; its backward scatters the column gradient back with
+one strided add per kernel offset (kh * kw adds, never a loop over pixels). NumPy only.
+Plain `Dropout` also works on feature maps (it drops single activations); Dropout2d drops
+whole channels. Importing this module registers the classes in `layers.LAYERS`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from .init import as_rng, initializer
+from .layers import LAYERS, Dropout, Layer, Parameter
+
+# Eval-mode forwards (evaluate() sends 10,000 images at once) run im2col in chunks of this
+# many images, so the column buffer stays a few tens of MB whatever the batch.
+EVAL_CHUNK = 256
+
+
+def _pair(v) -> tuple[int, int]:
+    if isinstance(v, (tuple, list)):
+        if len(v) != 2:
+            raise ValueError(f"expected an int or a pair, got {v!r}")
+        return int(v[0]), int(v[1])
+    return int(v), int(v)
+
+
+def _plain(v: tuple[int, int]):
+    """(3, 3) -> 3 for configs; (3, 5) stays a list."""
+    return v[0] if v[0] == v[1] else list(v)
+
+
+def output_size(size: int, kernel: int, stride: int, padding: int) -> int:
+    out = (size + 2 * padding - kernel) // stride + 1
+    if out <= 0:
+        raise ValueError(f"kernel {kernel} with padding {padding} does not fit input size {size}")
+    return out
+
+
+def nhwc(x: np.ndarray) -> np.ndarray:
+    """(N, C, H, W) -> (N, H, W, C) view; contiguous when x came from a layer here."""
+    return x.transpose(0, 2, 3, 1)
+
+
+def nchw(a: np.ndarray) -> np.ndarray:
+    """(N, H, W, C) -> (N, C, H, W) view, no copy."""
+    return a.transpose(0, 3, 1, 2)
+
+
+def offset_slices(kernel: tuple[int, int], stride: tuple[int, int], out_hw: tuple[int, int]):
+    """For each kernel offset (i, j): the (H, W) slices of every window's element (i, j)."""
+    (kh, kw), (sh, sw), (ho, wo) = kernel, stride, out_hw
+    for i in range(kh):
+        for j in range(kw):
+            yield (slice(i, i + sh * (ho - 1) + 1, sh), slice(j, j + sw * (wo - 1) + 1, sw))
+
+
+class _Padded:
+    """A zero-bordered (N, Hp, Wp, C) input buffer reused across batches (border never written)."""
+
+    def __init__(self):
+        self._buf = None
+
+    def __call__(self, xh: np.ndarray, ph: int, pw: int) -> np.ndarray:
+        if ph == 0 and pw == 0:
+            return xh
+        n, h, w, c = xh.shape
+        shape = (n, h + 2 * ph, w + 2 * pw, c)
+        buf = self._buf
+        if buf is None or buf.shape[1:] != shape[1:] or buf.shape[0] < n or buf.dtype != xh.dtype:
+            buf = self._buf = np.zeros(shape, dtype=xh.dtype)
+        out = buf[:n]
+        out[:, ph:ph + h, pw:pw + w] = xh
+        return out
+
+
+class Conv2D(Layer):
+    """2-D cross-correlation: (N, C_in, H, W) -> (N, C_out, Ho, Wo), Ho = (H + 2p - kh) // s + 1.
+
+    W is (C_out, C_in, kh, kw) as in PyTorch. Internally activations are NHWC in memory and
+    NCHW in shape (a transposed view), so im2col copies contiguous channel vectors and the
+    GEMM output needs no transpose. The im2col buffer (N*Ho*Wo, kh*kw*C_in) is allocated
+    once and reused; the forward pass is one GEMM against W as (C_out, kh*kw*C_in).
+    """
+
+    input_ndim = 4
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size=3, *, stride=1,
+                 padding=0, init: str = "he", bias: bool = True, rng=None, dtype=np.float32):
+        if in_channels <= 0 or out_channels <= 0:
+            raise ValueError(f"Conv2D channels must be positive, got {in_channels} -> "
+                             f"{out_channels}")
+        self.in_channels, self.out_channels, self.init = in_channels, out_channels, init
+        self.kernel_size, self.stride = _pair(kernel_size), _pair(stride)
+        self.padding = _pair(padding)
+        if min(self.kernel_size) <= 0 or min(self.stride) <= 0 or min(self.padding) < 0:
+            raise ValueError("Conv2D needs kernel_size > 0, stride > 0 and padding >= 0")
+        kh, kw = self.kernel_size
+        shape = (out_channels, in_channels, kh, kw)
+        self.W = Parameter(initializer(init)(shape, as_rng(rng), dtype), "W")
+        self.b = Parameter(np.zeros(out_channels, dtype=dtype), "b") if bias else None
+        self._pad = _Padded()
+        self._cols_buf = None
+        self._cols = None                       # (N*Ho*Wo, kh*kw*C_in) view kept for backward
+        self._in_shape = None
+
+    def _out_hw(self, h: int, w: int) -> tuple[int, int]:
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        return output_size(h, kh, sh, ph), output_size(w, kw, sw, pw)
+
+    def _weight_matrix(self) -> np.ndarray:
+        # (C_out, C_in, kh, kw) -> (C_out, kh*kw*C_in), the column order of im2col
+        return self.W.data.transpose(0, 2, 3, 1).reshape(self.out_channels, -1)
+
+    def _im2col(self, x: np.ndarray) -> np.ndarray:
+        """(N, C, H, W) -> columns (N*Ho*Wo, kh*kw*C), written into the reused buffer."""
+        n, c, h, w = x.shape
+        ho, wo = self._out_hw(h, w)
+        (kh, kw), (sh, sw) = self.kernel_size, self.stride
+        rows, k = n * ho * wo, kh * kw * c
+        buf = self._cols_buf
+        if buf is None or buf.shape[0] < rows or buf.shape[1] != k or buf.dtype != x.dtype:
+            buf = self._cols_buf = np.empty((rows, k), dtype=x.dtype)
+        cols = buf[:rows]
+        xp = self._pad(nhwc(x), *self.padding)                      # (N, Hp, Wp, C)
+        win = sliding_window_view(xp, (kh, kw), axis=(1, 2))[:, ::sh, ::sw]  # (N,Ho,Wo,C,kh,kw)
+        np.copyto(cols.reshape(n, ho, wo, kh, kw, c), win.transpose(0, 1, 2, 4, 5, 3))
+        return cols
+
+    def _gemm(self, x: np.ndarray) -> np.ndarray:
+        n, _, h, w = x.shape
+        ho, wo = self._out_hw(h, w)
+        cols = self._im2col(x)
+        y = cols @ self._weight_matrix().T                          # (N*Ho*Wo, C_out)
+        if self.b is not None:
+            y += self.b.data
+        self._cols = cols
+        return nchw(y.reshape(n, ho, wo, self.out_channels))
+
+    def forward(self, x):
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"Conv2D expects (N, {self.in_channels}, H, W), got {x.shape}")
+        self._in_shape = x.shape
+        n = x.shape[0]
+        if self.training or n <= EVAL_CHUNK:
+            return self._gemm(x)
+        # Inference on a large batch: bounded memory, nothing kept for backward.
+        out = np.empty((n, *self._out_hw(*x.shape[2:]), self.out_channels), dtype=x.dtype)
+        for i in range(0, n, EVAL_CHUNK):
+            out[i:i + EVAL_CHUNK] = nhwc(self._gemm(x[i:i + EVAL_CHUNK]))
+        self._cols = None
+        return nchw(out)
+
+    def backward(self, grad_out, need_input_grad=True):
+        n, c, h, w = self._in_shape
+        kh, kw = self.kernel_size
+        g = nhwc(grad_out).reshape(-1, self.out_channels)          # (N*Ho*Wo, C_out)
+        grad_w = g.T @ self._cols                                   # (C_out, kh*kw*C_in)
+        self.W.grad[...] = grad_w.reshape(self.out_channels, kh, kw, c).transpose(0, 3, 1, 2)
+        if self.b is not None:
+            g.sum(axis=0, out=self.b.grad)
+        if not need_input_grad:                 # first layer: dL/dx is never used
+            return None
+        ho, wo = grad_out.shape[2:]
+        # Window gradients offset-major, (kh*kw, N, Ho, Wo, C_in): each offset's block is
+        # contiguous, so the scatter-adds below run over long rows rather than C_in floats.
+        w_offsets = self.W.data.reshape(self.out_channels, c, kh * kw).transpose(2, 0, 1)
+        dcols = np.matmul(g, w_offsets).reshape(kh * kw, n, ho, wo, c)
+        ph, pw = self.padding
+        dxp = np.zeros((n, h + 2 * ph, w + 2 * pw, c), dtype=grad_out.dtype)
+        # col2im: one strided add per kernel offset; overlapping windows accumulate.
+        for k, (rows, cols) in enumerate(offset_slices(self.kernel_size, self.stride, (ho, wo))):
+            dxp[:, rows, cols] += dcols[k]
+        return nchw(dxp[:, ph:ph + h, pw:pw + w])
+
+    def parameters(self):
+        return [self.W] if self.b is None else [self.W, self.b]
+
+    def config(self):
+        cfg = {"in_channels": self.in_channels, "out_channels": self.out_channels,
+               "kernel_size": _plain(self.kernel_size), "stride": _plain(self.stride),
+               "padding": _plain(self.padding), "init": self.init}
+        if self.b is None:
+            cfg["bias"] = False
+        return cfg
+
+
+class _Pool2D(Layer):
+    """Window pools as kh*kw strided slices of the (padded) NHWC input; stride defaults to
+    the kernel size. Forward and backward are one vectorized op per kernel offset."""
+
+    input_ndim = 4
+
+    def __init__(self, kernel_size=2, stride=None, padding=0):
+        self.kernel_size = _pair(kernel_size)
+        self.stride = _pair(stride if stride is not None else kernel_size)
+        self.padding = _pair(padding)
+        if min(self.kernel_size) <= 0 or min(self.stride) <= 0 or min(self.padding) < 0:
+            raise ValueError(f"{type(self).__name__} needs kernel_size > 0, stride > 0 "
+                             f"and padding >= 0")
+        if any(p > k // 2 for p, k in zip(self.padding, self.kernel_size)):
+            raise ValueError("pool padding must be at most half the kernel size")
+
+    def _prepare(self, x: np.ndarray, fill: float) -> np.ndarray:
+        """(N, C, H, W) -> padded (N, Hp, Wp, C); remembers the geometry for backward."""
+        n, c, h, w = x.shape
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        self._in_hw = (h, w)
+        self._out_hw = (output_size(h, kh, sh, ph), output_size(w, kw, sw, pw))
+        xh = nhwc(x)
+        if ph or pw:
+            xh = np.pad(xh, ((0, 0), (ph, ph), (pw, pw), (0, 0)), constant_values=fill)
+        return xh
+
+    def _slices(self):
+        return offset_slices(self.kernel_size, self.stride, self._out_hw)
+
+    def _grad_buffer(self, grad_out: np.ndarray) -> np.ndarray:
+        (h, w), (ph, pw) = self._in_hw, self.padding
+        n, c = grad_out.shape[:2]
+        return np.zeros((n, h + 2 * ph, w + 2 * pw, c), dtype=grad_out.dtype)
+
+    def _unpad(self, dxp: np.ndarray) -> np.ndarray:
+        (h, w), (ph, pw) = self._in_hw, self.padding
+        return nchw(dxp[:, ph:ph + h, pw:pw + w])
+
+    def config(self):
+        return {"kernel_size": _plain(self.kernel_size), "stride": _plain(self.stride),
+                "padding": _plain(self.padding)}
+
+
+class MaxPool2D(_Pool2D):
+    """Max over kh x kw windows: (N, C, H, W) -> (N, C, Ho, Wo); padding counts as -inf.
+
+    The gradient goes to the first maximum of each window in row-major order (one element
+    per window even on ties).
+    """
+
+    def forward(self, x):
+        xp = self._prepare(x, -np.inf)
+        slices = list(self._slices())
+        best = xp[:, slices[0][0], slices[0][1]].copy()             # (N, Ho, Wo, C)
+        arg = np.zeros(best.shape, dtype=np.uint8 if len(slices) < 256 else np.int32)
+        for k, (rows, cols) in enumerate(slices[1:], start=1):
+            candidate = xp[:, rows, cols]
+            better = candidate > best                               # strict: first max wins
+            np.copyto(best, candidate, where=better)
+            np.copyto(arg, k, where=better)
+        self._arg = arg
+        return nchw(best)
+
+    def backward(self, grad_out, need_input_grad=True):
+        g = nhwc(grad_out)
+        dxp = self._grad_buffer(grad_out)
+        zero = np.zeros((), dtype=grad_out.dtype)
+        for k, (rows, cols) in enumerate(self._slices()):
+            dxp[:, rows, cols] += np.where(self._arg == k, g, zero)
+        return self._unpad(dxp)
+
+
+class AvgPool2D(_Pool2D):
+    """Mean over kh x kw windows; zero padding is counted in the mean (count_include_pad)."""
+
+    def forward(self, x):
+        xp = self._prepare(x, 0.0)
+        slices = list(self._slices())
+        total = xp[:, slices[0][0], slices[0][1]].copy()            # (N, Ho, Wo, C)
+        for rows, cols in slices[1:]:
+            total += xp[:, rows, cols]
+        total *= 1.0 / len(slices)
+        return nchw(total)
+
+    def backward(self, grad_out, need_input_grad=True):
+        kh, kw = self.kernel_size
+        g = nhwc(grad_out) * (1.0 / (kh * kw))
+        dxp = self._grad_buffer(grad_out)
+        for rows, cols in self._slices():
+            dxp[:, rows, cols] += g
+        return self._unpad(dxp)
+
+
+class GlobalAvgPool2D(Layer):
+    """Mean over all positions: (N, C, H, W) -> (N, C)."""
+
+    input_ndim = 4
+
+    def forward(self, x):
+        self._shape = x.shape
+        return x.mean(axis=(2, 3), dtype=x.dtype)
+
+    def backward(self, grad_out, need_input_grad=True):
+        n, c, h, w = self._shape
+        g = grad_out * (1.0 / (h * w))
+        return np.broadcast_to(g[:, :, None, None], self._shape).copy()
+
+
+class BatchNorm2d(Layer):
+    """Batch normalization per channel over (N, H, W) of (N, C, H, W); running stats in eval."""
+
+    input_ndim = 4
+
+    def __init__(self, num_features: int, *, momentum: float = 0.1, eps: float = 1e-5,
+                 dtype=np.float32):
+        self.num_features, self.momentum, self.eps = num_features, float(momentum), float(eps)
+        self.gamma = Parameter(np.ones(num_features, dtype=dtype), "gamma")
+        self.beta = Parameter(np.zeros(num_features, dtype=dtype), "beta")
+        self.running_mean = np.zeros(num_features, dtype=dtype)
+        self.running_var = np.ones(num_features, dtype=dtype)
+
+    @staticmethod
+    def _c(v: np.ndarray) -> np.ndarray:
+        return v[:, None, None]                 # (C,) -> (C, 1, 1), broadcasts over (N, C, H, W)
+
+    def forward(self, x):
+        c = self._c
+        if not self.training:
+            scale = self.gamma.data / np.sqrt(self.running_var + self.eps)
+            shift = self.beta.data - self.running_mean * scale
+            return x * c(scale) + c(shift)
+        n = x.shape[0] * x.shape[2] * x.shape[3]
+        mean = x.mean(axis=(0, 2, 3))
+        xc = x - c(mean)
+        var = (xc * xc).mean(axis=(0, 2, 3))    # biased, as used for normalization
+        self._inv_std = 1.0 / np.sqrt(var + self.eps)
+        self._xhat = xc * c(self._inv_std)
+        m = self.momentum                       # PyTorch convention: unbiased running var
+        self.running_mean *= 1.0 - m
+        self.running_mean += m * mean
+        self.running_var *= 1.0 - m
+        self.running_var += (m * n / max(n - 1, 1)) * var
+        return self._xhat * c(self.gamma.data) + c(self.beta.data)
+
+    def backward(self, grad_out, need_input_grad=True):
+        c, xhat = self._c, self._xhat
+        (grad_out * xhat).sum(axis=(0, 2, 3), out=self.gamma.grad)
+        grad_out.sum(axis=(0, 2, 3), out=self.beta.grad)
+        if not need_input_grad:
+            return None
+        # dx = gamma/std * (g - mean(g) - xhat * mean(g * xhat)), means over (N, H, W)
+        n = grad_out.shape[0] * grad_out.shape[2] * grad_out.shape[3]
+        return c(self.gamma.data * self._inv_std) * (
+            grad_out - c(self.beta.grad / n) - xhat * c(self.gamma.grad / n))
+
+    def parameters(self):
+        return [self.gamma, self.beta]
+
+    def buffers(self):
+        return {"running_mean": self.running_mean, "running_var": self.running_var}
+
+    def config(self):
+        return {"num_features": self.num_features, "momentum": self.momentum, "eps": self.eps}
+
+
+class Dropout2d(Dropout):
+    """Drops whole channels of (N, C, H, W) with probability p (scaled by 1/(1-p)).
+
+    A Dropout subclass, so run checkpoints save and restore its generator like Dropout's.
+    """
+
+    input_ndim = 4
+
+    def forward(self, x):
+        if not self.training or self.p == 0.0:
+            self._mask = None
+            return x
+        keep = 1.0 - self.p
+        shape = (x.shape[0], x.shape[1], 1, 1)
+        self._mask = (self.rng.random(shape, dtype=np.float32) < keep).astype(x.dtype)
+        self._mask *= 1.0 / keep
+        return x * self._mask
+
+
+LAYERS.update({cls.__name__: cls for cls in (Conv2D, MaxPool2D, AvgPool2D, GlobalAvgPool2D,
+                                             BatchNorm2d, Dropout2d)})
