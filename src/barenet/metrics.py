@@ -1,4 +1,8 @@
-"""Classification metrics from labels and predictions (or probabilities). NumPy only."""
+"""Classification metrics from labels and predictions (or probabilities). NumPy only.
+
+Precision, recall and F1 follow scikit-learn's conventions (zero_division=0); calibration is
+the expected calibration error over equal-width confidence bins. Plots live in app/plots.py.
+"""
 
 from __future__ import annotations
 
@@ -26,3 +30,156 @@ def top_k(probs: np.ndarray, k: int = 3) -> tuple[np.ndarray, np.ndarray]:
     """(classes, probabilities), each (N, k), most probable first."""
     order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
     return order, np.take_along_axis(probs, order, axis=1)
+
+
+def top_k_accuracy(labels: np.ndarray, probs: np.ndarray, k: int = 3) -> float:
+    """Fraction of rows whose true class is among the k most probable; probs (N, K)."""
+    if len(labels) == 0:
+        return 0.0
+    classes, _ = top_k(probs, k)
+    return float(np.mean((classes == np.asarray(labels)[:, None]).any(axis=1)))
+
+
+def _safe_divide(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a / b as float64, 0 where b == 0 (scikit-learn's zero_division=0)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return np.divide(a, b, out=np.zeros_like(a), where=b != 0)
+
+
+def normalize_confusion(cm: np.ndarray) -> np.ndarray:
+    """Row-normalized (K, K) float64: each true class's predictions as fractions (0 rows stay 0)."""
+    return _safe_divide(cm, cm.sum(axis=1, keepdims=True))
+
+
+def precision_recall_f1(cm: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(precision, recall, f1, support), each (K,), from a confusion matrix.
+
+    precision = TP / predicted count, recall = TP / support; 0 where the denominator is 0
+    (a class never predicted has precision 0, a class never present has recall 0).
+    """
+    tp = np.diag(cm).astype(np.float64)
+    support = cm.sum(axis=1)
+    precision = _safe_divide(tp, cm.sum(axis=0))
+    recall = _safe_divide(tp, support)
+    f1 = _safe_divide(2.0 * precision * recall, precision + recall)
+    return precision, recall, f1, support
+
+
+def log_loss(labels: np.ndarray, probs: np.ndarray) -> float:
+    """Mean -log p(true class); probabilities clipped to [eps, 1 - eps] of their dtype."""
+    probs = np.asarray(probs)
+    if len(probs) == 0:
+        return 0.0
+    eps = float(np.finfo(probs.dtype if probs.dtype.kind == "f" else np.float64).eps)
+    p = probs[np.arange(len(probs)), np.asarray(labels, np.int64)].astype(np.float64)
+    return float(-np.mean(np.log(np.clip(p, eps, 1.0 - eps))))
+
+
+def calibration(labels: np.ndarray, probs: np.ndarray, n_bins: int = 15) -> dict:
+    """Expected calibration error and the reliability table of top-1 confidences.
+
+    Bins split [0, 1] into n_bins equal widths, right edge inclusive (as scikit-learn's
+    calibration_curve). ECE = sum over bins of (count / N) * |accuracy - mean confidence|.
+    Returns {"ece", "n_bins", "bins": [{"lower", "upper", "count", "confidence", "accuracy"}]};
+    empty bins have count 0 and confidence/accuracy None.
+    """
+    probs = np.asarray(probs)
+    confidence = probs.max(axis=1).astype(np.float64)                      # (N,)
+    correct = (probs.argmax(axis=1) == np.asarray(labels)).astype(np.float64)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    which = np.searchsorted(edges[1:-1], confidence, side="left")           # (N,) in [0, n_bins)
+    count = np.bincount(which, minlength=n_bins)
+    mean_conf = _safe_divide(np.bincount(which, confidence, n_bins), count)
+    mean_acc = _safe_divide(np.bincount(which, correct, n_bins), count)
+    n = max(len(confidence), 1)
+    ece = float(np.sum(count / n * np.abs(mean_acc - mean_conf)))
+    bins = [{"lower": float(edges[b]), "upper": float(edges[b + 1]), "count": int(count[b]),
+             "confidence": float(mean_conf[b]) if count[b] else None,
+             "accuracy": float(mean_acc[b]) if count[b] else None}
+            for b in range(n_bins)]
+    return {"ece": ece, "n_bins": n_bins, "bins": bins}
+
+
+def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, n_bins: int = 15) -> float:
+    return calibration(labels, probs, n_bins)["ece"]
+
+
+def most_confused(cm: np.ndarray, n: int = 10) -> list[tuple[int, int, int]]:
+    """The n largest off-diagonal cells as (true, predicted, count), count > 0, largest first."""
+    off = np.array(cm, dtype=np.int64)
+    np.fill_diagonal(off, 0)
+    order = np.argsort(-off, axis=None, kind="stable")[:n]                  # ties: row-major
+    pairs = [(int(i), int(j), int(off[i, j])) for i, j in zip(*np.unravel_index(order, off.shape))]
+    return [p for p in pairs if p[2] > 0]
+
+
+def _round(a, digits: int = 6) -> list:
+    return np.round(np.asarray(a, np.float64), digits).tolist()
+
+
+def classification_report(labels: np.ndarray, probs: np.ndarray, *, n_classes: int | None = None,
+                          n_bins: int = 15, k: int = 3, n_confused: int = 10) -> dict:
+    """Every metric for (labels (N,), probs (N, K)) as a JSON-ready dict.
+
+    Keys: n, accuracy, top_k_accuracy ({"k", "accuracy"}), log_loss, ece, per_class (list of
+    {"class", "precision", "recall", "f1", "support"}), per_class_accuracy (= recall),
+    macro_avg and weighted_avg ({"precision", "recall", "f1"}), confusion_matrix (counts),
+    confusion_matrix_normalized (rows sum to 1), reliability (the calibration bins),
+    most_confused (list of {"true", "predicted", "count"}).
+    """
+    labels = np.asarray(labels, np.int64)
+    probs = np.asarray(probs)
+    n_classes = n_classes or probs.shape[1]
+    predicted = probs.argmax(axis=1)
+    cm = confusion_matrix(labels, predicted, n_classes)
+    precision, recall, f1, support = precision_recall_f1(cm)
+    weights = _safe_divide(support, support.sum())
+    cal = calibration(labels, probs, n_bins)
+    avg = {"macro_avg": (precision.mean(), recall.mean(), f1.mean()),
+           "weighted_avg": (precision @ weights, recall @ weights, f1 @ weights)}
+    return {
+        "n": int(len(labels)),
+        "accuracy": accuracy(labels, predicted),
+        "top_k_accuracy": {"k": k, "accuracy": top_k_accuracy(labels, probs, k)},
+        "log_loss": log_loss(labels, probs),
+        "ece": cal["ece"],
+        "per_class": [{"class": c, "precision": float(precision[c]), "recall": float(recall[c]),
+                       "f1": float(f1[c]), "support": int(support[c])} for c in range(n_classes)],
+        "per_class_accuracy": _round(recall),
+        **{name: {"precision": float(p), "recall": float(r), "f1": float(f)}
+           for name, (p, r, f) in avg.items()},
+        "confusion_matrix": cm.tolist(),
+        "confusion_matrix_normalized": _round(normalize_confusion(cm)),
+        "reliability": cal["bins"],
+        "most_confused": [{"true": t, "predicted": p, "count": c}
+                          for t, p, c in most_confused(cm, n_confused)],
+    }
+
+
+def format_report_table(report: dict, digits: int = 4) -> str:
+    """scikit-learn's classification_report layout, then top-k, log loss, ECE, confused pairs."""
+    names = [str(row["class"]) for row in report["per_class"]]
+    width = max(len("weighted avg"), digits, *map(len, names))
+    head = " " * width + " " + "".join(f" {h:>9}" for h in ("precision", "recall", "f1-score",
+                                                             "support"))
+    row_fmt = "{:>{w}s} " + " {:>9.{d}f}" * 3 + " {:>9}"
+    lines = [head, ""]
+    for name, row in zip(names, report["per_class"]):
+        lines.append(row_fmt.format(name, row["precision"], row["recall"], row["f1"],
+                                    row["support"], w=width, d=digits))
+    total = report["n"]
+    lines += ["", f"{'accuracy':>{width}s} " + f" {'':>9}" * 2
+              + f" {report['accuracy']:>9.{digits}f} {total:>9}"]
+    for key, name in (("macro_avg", "macro avg"), ("weighted_avg", "weighted avg")):
+        a = report[key]
+        lines.append(row_fmt.format(name, a["precision"], a["recall"], a["f1"], total,
+                                    w=width, d=digits))
+    top = report["top_k_accuracy"]
+    lines += ["", f"top-{top['k']} accuracy {top['accuracy']:.{digits}f}   "
+                  f"log loss {report['log_loss']:.{digits}f}   "
+                  f"ECE {report['ece']:.{digits}f} ({len(report['reliability'])} bins)"]
+    if report["most_confused"]:
+        pairs = ", ".join(f"{p['true']}->{p['predicted']} ({p['count']})"
+                          for p in report["most_confused"][:5])
+        lines.append(f"most confused (true->predicted): {pairs}")
+    return "\n".join(lines)
