@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import threading
 import warnings
 
 import numpy as np
@@ -24,6 +25,9 @@ _FAINT = 0.02  # of the ink level: below this, even next to a stroke, a pixel is
 _SPECK = 0.02  # a detached end of the ink with less of its mass than this is a speck, not digit
 _MIN_CONTRAST = 0.05  # of full scale: less between ink and background means the image is blank
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R 601 weights, as Pillow's "L" conversion
+# Warning filters are process-wide and catch_warnings is not thread-safe: without the lock, two
+# threads (a web server's pool) could leave the "ignore" filter installed for good.
+_DECODE_LOCK = threading.Lock()
 
 
 class ImageError(ValueError):
@@ -65,9 +69,10 @@ def load_image(source: str | os.PathLike | bytes) -> np.ndarray:
 
 
 def _decode(fp, name: str) -> np.ndarray:
-    # Our own pixel limit below is the one that applies; Pillow's bomb warning would repeat it.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+    # Every outcome is an array or one ImageError, so Pillow's warnings add nothing: above all
+    # not its DecompressionBombWarning, as our own pixel limit below is lower and checked first.
+    with _DECODE_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         try:
             if fp.read(1) == b"":
                 raise ImageError(f"cannot read {name}: zero bytes")
@@ -95,18 +100,22 @@ def _too_large(name: str, size: str) -> ImageError:
 def _pixels_to_gray(im: Image.Image) -> np.ndarray:
     """Decoded Pillow image -> float32 (H, W) in [0, 1]."""
     try:
-        rotated = ImageOps.exif_transpose(im)
+        im = ImageOps.exif_transpose(im)
     except Exception:  # a broken EXIF block should not cost the picture: keep it unrotated
-        rotated = im
-    im = rotated if rotated is not None else im
+        pass
     mode = im.mode
     if mode in ("I", "F") or mode.startswith("I;16"):  # 16/32-bit gray: scale in NumPy
         a = np.asarray(im, dtype=np.float32)
-        if mode != "F":
-            a *= 1.0 / (65535.0 if a.size and a.max() > 255.0 else 255.0)
+        top = float(a.max()) if a.size else 0.0
+        if mode != "F" or top > 1.0:  # float pixels are either in [0, 1] or in [0, 255]
+            a = a * (1.0 / (65535.0 if top > 255.0 else 255.0))
         return np.clip(a, 0.0, 1.0)
     if mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
         return _as_gray(np.asarray(im.convert("RGBA")))
+    if mode == "LAB":  # Pillow cannot convert it; its L band is the lightness
+        im = im.getchannel("L")
+    elif mode == "HSV":
+        im = im.convert("RGB")
     return np.asarray(im.convert("L"), dtype=np.float32) * (1.0 / 255.0)
 
 
@@ -182,30 +191,47 @@ def preprocess_image(image: np.ndarray) -> np.ndarray:
     gray = _shrink(_as_gray(image), _WORK_SIDE)  # (H, W) float32
     if gray.size == 0:
         raise _blank()
-    background, noise = _fit_background(gray)
-    diff = gray - background  # background ~0, ink clearly positive or negative
-    ink = diff if _ink_is_light(diff, noise) else -diff
-    digit = _isolate(ink, noise)
+    diff = gray - _fit_background(gray)  # background ~0, ink clearly positive or negative
+    ink = diff if _ink_is_light(diff, _border_noise(diff)) else -diff
+    digit = _isolate(ink)
     return _center(_fit_box(digit))
 
 
-def _fit_background(gray: np.ndarray) -> tuple[np.ndarray | float, float]:
+def _border(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column indices of a band about 3% wide around the image, at most ~8k pixels."""
+    h, w = a.shape
+    band = max(1, round(0.03 * min(h, w)))
+    if 2 * band >= min(h, w):  # tiny image: all of it is border
+        return np.nonzero(np.ones((h, w), dtype=bool))
+    step = max(1, 4 * band * (h + w) // 8192)
+    ends_v, ends_h = np.r_[0:band, h - band : h], np.r_[0:band, w - band : w]
+    r1, c1 = np.meshgrid(ends_v, np.arange(0, w, step), indexing="ij")  # top and bottom
+    r2, c2 = np.meshgrid(np.arange(band, h - band, step), ends_h, indexing="ij")  # sides
+    return np.r_[r1.ravel(), r2.ravel()], np.r_[c1.ravel(), c2.ravel()]
+
+
+def _border_noise(a: np.ndarray, *, ink_positive: bool = False) -> float:
+    """Standard deviation of the background, read robustly off the image border.
+
+    Ink touching the border must not count as noise. Without knowing its sign: 1.4826 * MAD.
+    With ink known to be positive, from the lower part of the distribution only: for Gaussian
+    noise, q30 - q10 = 0.757 sigma, and ink covering up to half the border leaves it intact.
+    """
+    values = a[_border(a)]
+    if ink_positive:
+        q10, q30 = np.quantile(values, [0.1, 0.3])
+        return float(q30 - q10) / 0.757
+    return 1.4826 * float(np.median(np.abs(values - np.median(values))))
+
+
+def _fit_background(gray: np.ndarray) -> np.ndarray | float:
     """Quadratic surface a + b*u + c*v + d*u^2 + e*v^2 + f*u*v fitted robustly to the border.
 
     The border is mostly background, so this follows lighting gradients and vignetting across
-    a photographed page. Returns the surface ((H, W) or a constant) and the noise level (sigma)
-    of the border around it.
+    a photographed page. Returns the surface (H, W), or a number when it is flat.
     """
     h, w = gray.shape
-    band = max(1, round(0.03 * min(h, w)))
-    if 2 * band >= min(h, w):  # tiny image: all of it is border
-        rows, cols = np.nonzero(np.ones((h, w), dtype=bool))
-    else:  # top and bottom bands, then left and right ones, thinned to about 8k pixels
-        step = max(1, 4 * band * (h + w) // 8192)
-        ends_v, ends_h = np.r_[0:band, h - band : h], np.r_[0:band, w - band : w]
-        r1, c1 = np.meshgrid(ends_v, np.arange(0, w, step), indexing="ij")
-        r2, c2 = np.meshgrid(np.arange(band, h - band, step), ends_h, indexing="ij")
-        rows, cols = np.r_[r1.ravel(), r2.ravel()], np.r_[c1.ravel(), c2.ravel()]
+    rows, cols = _border(gray)
     values = gray[rows, cols].astype(np.float64)
     u = cols * (2.0 / max(w - 1, 1)) - 1.0  # in [-1, 1]
     v = rows * (2.0 / max(h - 1, 1)) - 1.0
@@ -225,18 +251,16 @@ def _fit_background(gray: np.ndarray) -> tuple[np.ndarray | float, float]:
         if np.array_equal(new_keep, keep):
             break
         keep = new_keep
-    residual = values - design @ coef
-    noise = 1.4826 * float(np.median(np.abs(residual[keep]))) if keep.any() else 0.0
 
     a, b, c, d, e, f = (float(x) for x in coef)
     if max(abs(b), abs(c), abs(d), abs(e), abs(f)) < 1e-3:  # flat: skip the full-size surface
-        return a, noise
+        return a
     u = np.linspace(-1.0, 1.0, w, dtype=np.float32) if w > 1 else np.zeros(1, np.float32)
     v = np.linspace(-1.0, 1.0, h, dtype=np.float32) if h > 1 else np.zeros(1, np.float32)
     surface = (a + c * v + e * v * v)[:, None] + (b * u + d * u * u)[None, :]  # (H, W)
     if abs(f) >= 1e-3:
         surface += f * np.outer(v, u)
-    return surface, noise
+    return surface
 
 
 def _ink_is_light(diff: np.ndarray, noise: float) -> bool:
@@ -249,16 +273,34 @@ def _ink_is_light(diff: np.ndarray, noise: float) -> bool:
     return bool(light >= dark)
 
 
-def _isolate(ink: np.ndarray, noise: float) -> np.ndarray:
-    """Ink-high image (H, W) -> the digit cropped to its bounding box, float32 in [0, 1]."""
-    candidates = ink[ink > max(4.0 * noise, 1e-3)]
-    if candidates.size == 0:
-        raise _blank()
-    level = float(np.quantile(candidates, 0.95))  # the ink's own level, robust to hot pixels
-    if level < max(_MIN_CONTRAST, 8.0 * noise):
-        raise _blank()
+def _box3(a: np.ndarray) -> np.ndarray:
+    """3x3 mean, edges replicated: strokes keep their level, pixel noise drops about 3x."""
+    p = np.pad(a, 1, mode="edge")  # (H + 2, W + 2)
+    rows = p[:-2] + p[1:-1]
+    rows += p[2:]  # (H, W + 2)
+    out = rows[:, :-2] + rows[:, 1:-1]
+    out += rows[:, 2:]
+    out *= 1.0 / 9.0
+    return out
 
-    strong = ink > max(_STRONG * level, 5.0 * noise)
+
+def _isolate(ink: np.ndarray) -> np.ndarray:
+    """Ink-high image (H, W) -> the digit cropped to its bounding box, float32 in [0, 1].
+
+    Decisions (is there ink, where is it) are taken on a 3x3-smoothed copy, so that a faint
+    but coherent stroke in a noisy photo is found and lone hot pixels are not; values come
+    from the unsmoothed image.
+    """
+    smooth = _box3(ink)
+    noise = _border_noise(smooth, ink_positive=True)
+    found = smooth[smooth > max(4.0 * noise, 1e-3)]
+    if found.size == 0:
+        raise _blank()
+    contrast = float(np.quantile(found, 0.95))  # robust to a few hot pixels
+    if contrast < max(_MIN_CONTRAST, 8.0 * noise):
+        raise _blank()
+    strong = smooth > max(_STRONG * contrast, 5.0 * noise)
+
     c0, c1 = _main_span(strong.sum(axis=0))
     r0, r1 = _main_span(strong[:, c0:c1].sum(axis=1))
     c0, c1 = (c0 + x for x in _main_span(strong[r0:r1, c0:c1].sum(axis=0)))
@@ -276,13 +318,19 @@ def _isolate(ink: np.ndarray, noise: float) -> np.ndarray:
     grown[:, 1:] |= near[:, :-1]
     grown[:, :-1] |= near[:, 1:]
 
-    # Dead zone below t, linear ramp back to identity at 2t: noise fades out, edges stay smooth.
     x = ink[top:bottom, left:right]
-    t = max(_FAINT * level, 4.0 * noise)
+    level = float(np.quantile(x[core], 0.95))  # the ink's level in the unsmoothed image
+    if level <= 0.0:
+        raise _blank()
+    # Dead zone below t, linear ramp back to identity at 2t: noise fades out, edges stay smooth.
+    # t follows the pixel noise (3x the smoothed one), but never eats more than 10% of the ink.
+    t = level * max(_FAINT, min(12.0 * noise / level, 0.1))
     x = np.where(x >= 2.0 * t, x, 2.0 * (x - t))
     digit = np.where(grown, np.clip(x, 0.0, level), 0.0).astype(np.float32) * (1.0 / level)
 
     on = digit > 0
+    if not on.any():
+        raise _blank()
     rows, cols = np.flatnonzero(on.any(axis=1)), np.flatnonzero(on.any(axis=0))
     return digit[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
 
