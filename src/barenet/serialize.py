@@ -110,10 +110,19 @@ def save_model(path: str | os.PathLike, model: Sequential, **extra) -> None:
 
 
 def load_model(path: str | os.PathLike) -> tuple[Sequential, dict]:
-    """(model in eval mode, metadata). Raises ModelFileError with a one-line reason."""
+    """(model in eval mode, metadata). Raises ModelFileError with a one-line reason.
+
+    The model is a Sequential, or an Ensemble (same predict/predict_proba) for files written
+    by `barenet ensemble`.
+    """
     arrays, meta = load_arrays(path)
     arrays = {k: v for k, v in arrays.items() if not k.startswith("optimizer.")}
     try:
+        if isinstance(meta.get("architecture"), dict):       # an averaged ensemble of models
+            from .ensemble import is_ensemble_architecture, load_ensemble
+            if not is_ensemble_architecture(meta["architecture"]):
+                raise ValueError("unknown architecture kind")
+            return load_ensemble(arrays, meta), meta
         model = Sequential.from_architecture(meta["architecture"])
         model.load_state_arrays(arrays)
     except (KeyError, TypeError, ValueError) as exc:

@@ -194,37 +194,32 @@ def _test_set(meta: dict, data_dir):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="MNIST cache directory.")
 def evaluate(model, as_json, data_dir):
-    """Test accuracy, per-class accuracy and confusion matrix of MODEL (run dir or file)."""
-    import numpy as np
-
-    from ..metrics import confusion_matrix, per_class_accuracy
+    """Test accuracy, per-class precision/recall/F1, calibration and the confusion matrix."""
+    from ..metrics import classification_report, format_report_table
 
     net, meta = _load_model(model)
     dataset, x_test, y_test = _test_set(meta, data_dir)
-    predicted = net.predict(x_test)
-    cm = confusion_matrix(y_test, predicted)
-    acc = float(np.mean(predicted == y_test))
-    per_class = per_class_accuracy(cm)
+    report = classification_report(y_test, net.predict_proba(x_test))
     if as_json:
-        click.echo(json.dumps({"dataset": dataset, "accuracy": acc,
-                               "per_class_accuracy": per_class.round(6).tolist(),
-                               "confusion_matrix": cm.tolist()}))
+        click.echo(json.dumps({"dataset": dataset, **report}))
         return EXIT_OK
     from rich.console import Console
     from rich.table import Table
 
     console = Console()
-    console.print(f"[bold]{dataset}[/] test set: {len(y_test)} images, "
-                  f"accuracy [bold]{acc:.4f}[/]")
+    console.print(f"[bold]{dataset}[/] test set: {report['n']} images, accuracy "
+                  f"[bold]{report['accuracy']:.4f}[/], log loss {report['log_loss']:.4f}, "
+                  f"ECE {report['ece']:.4f}")
+    click.echo(format_report_table(report))
+    cm = report["confusion_matrix"]
     table = Table(title="confusion matrix (rows: true, columns: predicted)")
     table.add_column("true", justify="right")
-    for k in range(cm.shape[1]):
-        table.add_column(str(k), justify="right")
-    table.add_column("accuracy", justify="right", no_wrap=True, min_width=8)
+    for k in range(len(cm)):
+        table.add_column(str(k), justify="right", no_wrap=True, min_width=4)
     for k, row in enumerate(cm):
         cells = [f"[bold]{v}[/]" if j == k else (str(v) if v else "[dim]0[/]")
                  for j, v in enumerate(row)]
-        table.add_row(str(k), *cells, f"{per_class[k]:.4f}")
+        table.add_row(str(k), *cells)
     console.print(table)
     return EXIT_OK
 
