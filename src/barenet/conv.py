@@ -111,22 +111,30 @@ class Conv2D(Layer):
         return output_size(h, kh, sh, ph), output_size(w, kw, sw, pw)
 
     def _weight_matrix(self) -> np.ndarray:
-        # (C_out, C_in, kh, kw) -> (C_out, kh*kw*C_in), the column order of im2col
-        return self.W.data.transpose(0, 2, 3, 1).reshape(self.out_channels, -1)
+        """(C_out, kh*kw*C_in [+ 1]): W in im2col's column order, then the bias if any."""
+        w = self.W.data.transpose(0, 2, 3, 1).reshape(self.out_channels, -1)
+        return w if self.b is None else np.concatenate([w, self.b.data[:, None]], axis=1)
 
     def _im2col(self, x: np.ndarray) -> np.ndarray:
-        """(N, C, H, W) -> columns (N*Ho*Wo, kh*kw*C), written into the reused buffer."""
+        """(N, C, H, W) -> columns (N*Ho*Wo, kh*kw*C [+ 1]) in the reused buffer.
+
+        With a bias the last column is all ones, so the one GEMM also adds the bias and the
+        backward GEMM also sums its gradient.
+        """
         n, c, h, w = x.shape
         ho, wo = self._out_hw(h, w)
         (kh, kw), (sh, sw) = self.kernel_size, self.stride
         rows, k = n * ho * wo, kh * kw * c
+        width = k + (self.b is not None)
         buf = self._cols_buf
-        if buf is None or buf.shape[0] < rows or buf.shape[1] != k or buf.dtype != x.dtype:
-            buf = self._cols_buf = np.empty((rows, k), dtype=x.dtype)
+        if buf is None or buf.shape[0] < rows or buf.shape[1] != width or buf.dtype != x.dtype:
+            buf = self._cols_buf = np.empty((rows, width), dtype=x.dtype)
+            buf[:, k:] = 1.0                                        # the bias column
         cols = buf[:rows]
         xp = self._pad(nhwc(x), *self.padding)                      # (N, Hp, Wp, C)
         win = sliding_window_view(xp, (kh, kw), axis=(1, 2))[:, ::sh, ::sw]  # (N,Ho,Wo,C,kh,kw)
-        np.copyto(cols.reshape(n, ho, wo, kh, kw, c), win.transpose(0, 1, 2, 4, 5, 3))
+        target = cols[:, :k].reshape(n, ho, wo, kh, kw, c)          # only splits axes: a view
+        np.copyto(target, win.transpose(0, 1, 2, 4, 5, 3))
         return cols
 
     def _gemm(self, x: np.ndarray) -> np.ndarray:
@@ -134,8 +142,6 @@ class Conv2D(Layer):
         ho, wo = self._out_hw(h, w)
         cols = self._im2col(x)
         y = cols @ self._weight_matrix().T                          # (N*Ho*Wo, C_out)
-        if self.b is not None:
-            y += self.b.data
         self._cols = cols
         return nchw(y.reshape(n, ho, wo, self.out_channels))
 
@@ -157,10 +163,11 @@ class Conv2D(Layer):
         n, c, h, w = self._in_shape
         kh, kw = self.kernel_size
         g = nhwc(grad_out).reshape(-1, self.out_channels)          # (N*Ho*Wo, C_out)
-        grad_w = g.T @ self._cols                                   # (C_out, kh*kw*C_in)
-        self.W.grad[...] = grad_w.reshape(self.out_channels, kh, kw, c).transpose(0, 3, 1, 2)
+        grad_w = g.T @ self._cols                                   # (C_out, kh*kw*C_in [+ 1])
+        k = kh * kw * c
+        self.W.grad[...] = grad_w[:, :k].reshape(self.out_channels, kh, kw, c).transpose(0, 3, 1, 2)
         if self.b is not None:
-            g.sum(axis=0, out=self.b.grad)
+            self.b.grad[...] = grad_w[:, k]                         # the ones column: sum of g
         if not need_input_grad:                 # first layer: dL/dx is never used
             return None
         ho, wo = grad_out.shape[2:]
@@ -171,8 +178,8 @@ class Conv2D(Layer):
         ph, pw = self.padding
         dxp = np.zeros((n, h + 2 * ph, w + 2 * pw, c), dtype=grad_out.dtype)
         # col2im: one strided add per kernel offset; overlapping windows accumulate.
-        for k, (rows, cols) in enumerate(offset_slices(self.kernel_size, self.stride, (ho, wo))):
-            dxp[:, rows, cols] += dcols[k]
+        for i, (rows, cols) in enumerate(offset_slices(self.kernel_size, self.stride, (ho, wo))):
+            dxp[:, rows, cols] += dcols[i]
         return nchw(dxp[:, ph:ph + h, pw:pw + w])
 
     def parameters(self):
@@ -234,12 +241,16 @@ class _Pool2D(Layer):
 class MaxPool2D(_Pool2D):
     """Max over kh x kw windows: (N, C, H, W) -> (N, C, Ho, Wo); padding counts as -inf.
 
-    The gradient goes to the first maximum of each window in row-major order (one element
-    per window even on ties).
+    The gradient goes to one maximum per window, even on ties (the first in row-major order;
+    non-overlapping windows take the first row, then the first column, of their maxima).
     """
 
     def forward(self, x):
         xp = self._prepare(x, -np.inf)
+        self._tiled = self.stride == self.kernel_size and self.padding == (0, 0)
+        if self._tiled:
+            best, self._arg = self._tiled_max(xp)
+            return nchw(best)
         slices = list(self._slices())
         best = xp[:, slices[0][0], slices[0][1]].copy()             # (N, Ho, Wo, C)
         arg = np.zeros(best.shape, dtype=np.uint8 if len(slices) < 256 else np.int32)
@@ -251,9 +262,38 @@ class MaxPool2D(_Pool2D):
         self._arg = arg
         return nchw(best)
 
+    def _tiled_max(self, xh: np.ndarray):
+        """Non-overlapping windows: max over the kh rows (long contiguous runs), then kw columns."""
+        (kh, kw), (ho, wo) = self.kernel_size, self._out_hw
+        n, c = xh.shape[0], xh.shape[3]
+        tiles = xh[:, :ho * kh, :wo * kw].reshape(n, ho, kh, wo, kw, c)
+        index = np.uint8 if kh * kw < 256 else np.int32
+        row_best = tiles[:, :, 0].copy()                             # (N, Ho, Wo, kw, C)
+        row_arg = np.zeros(row_best.shape, dtype=index)
+        for i in range(1, kh):
+            candidate = tiles[:, :, i]
+            np.copyto(row_arg, i, where=candidate > row_best)
+            np.maximum(row_best, candidate, out=row_best)
+        best = row_best[:, :, :, 0].copy()                           # (N, Ho, Wo, C)
+        col_arg = np.zeros(best.shape, dtype=index)
+        for j in range(1, kw):
+            candidate = row_best[:, :, :, j]
+            np.copyto(col_arg, j, where=candidate > best)
+            np.maximum(best, candidate, out=best)
+        row = np.take_along_axis(row_arg, col_arg[:, :, :, None], axis=3)[:, :, :, 0]
+        return best, row * kw + col_arg                              # offset i * kw + j
+
     def backward(self, grad_out, need_input_grad=True):
         g = nhwc(grad_out)
         dxp = self._grad_buffer(grad_out)
+        if self._tiled:
+            (kh, kw), (ho, wo) = self.kernel_size, self._out_hw
+            n, c = g.shape[0], g.shape[3]
+            tiles = dxp[:, :ho * kh, :wo * kw].reshape(n, ho, kh, wo, kw, c)   # a view
+            offsets = (np.arange(kh)[:, None] * kw + np.arange(kw))[:, None, :, None]
+            np.multiply(self._arg[:, :, None, :, None] == offsets, g[:, :, None, :, None],
+                        out=tiles)
+            return self._unpad(dxp)
         zero = np.zeros((), dtype=grad_out.dtype)
         for k, (rows, cols) in enumerate(self._slices()):
             dxp[:, rows, cols] += np.where(self._arg == k, g, zero)
