@@ -348,40 +348,56 @@ class BatchNorm2d(Layer):
         self.beta = Parameter(np.zeros(num_features, dtype=dtype), "beta")
         self.running_mean = np.zeros(num_features, dtype=dtype)
         self.running_var = np.ones(num_features, dtype=dtype)
+        self._ones = None                       # GEMV summing vector, reused across batches
 
-    @staticmethod
-    def _c(v: np.ndarray) -> np.ndarray:
-        return v[:, None, None]                 # (C,) -> (C, 1, 1), broadcasts over (N, C, H, W)
+    def _column_sums(self, m: np.ndarray) -> np.ndarray:
+        """Sums over the rows of (M, C) as a GEMV: far faster than m.sum(axis=0) when M >> C."""
+        ones = self._ones
+        if ones is None or len(ones) != len(m) or ones.dtype != m.dtype:
+            ones = self._ones = np.ones(len(m), dtype=m.dtype)
+        return ones @ m
 
     def forward(self, x):
-        c = self._c
+        n, ch, h, w = x.shape
+        xm = nhwc(x).reshape(-1, ch)            # (N*H*W, C); a view for NHWC-memory inputs
         if not self.training:
             scale = self.gamma.data / np.sqrt(self.running_var + self.eps)
-            shift = self.beta.data - self.running_mean * scale
-            return x * c(scale) + c(shift)
-        n = x.shape[0] * x.shape[2] * x.shape[3]
-        mean = x.mean(axis=(0, 2, 3))
-        xc = x - c(mean)
-        var = (xc * xc).mean(axis=(0, 2, 3))    # biased, as used for normalization
+            y = xm * scale
+            y += self.beta.data - self.running_mean * scale
+            return nchw(y.reshape(n, h, w, ch))
+        rows = len(xm)
+        mean = self._column_sums(xm) * (1.0 / rows)
+        xc = xm - mean
+        y = np.multiply(xc, xc)                 # scratch for the squares, then the output
+        var = self._column_sums(y) * (1.0 / rows)   # biased, as used for normalization
         self._inv_std = 1.0 / np.sqrt(var + self.eps)
-        self._xhat = xc * c(self._inv_std)
+        xc *= self._inv_std
+        self._xhat = xc                         # (N*H*W, C)
         m = self.momentum                       # PyTorch convention: unbiased running var
         self.running_mean *= 1.0 - m
         self.running_mean += m * mean
         self.running_var *= 1.0 - m
-        self.running_var += (m * n / max(n - 1, 1)) * var
-        return self._xhat * c(self.gamma.data) + c(self.beta.data)
+        self.running_var += (m * rows / max(rows - 1, 1)) * var
+        np.multiply(xc, self.gamma.data, out=y)
+        y += self.beta.data
+        return nchw(y.reshape(n, h, w, ch))
 
     def backward(self, grad_out, need_input_grad=True):
-        c, xhat = self._c, self._xhat
-        (grad_out * xhat).sum(axis=(0, 2, 3), out=self.gamma.grad)
-        grad_out.sum(axis=(0, 2, 3), out=self.beta.grad)
+        n, ch, h, w = grad_out.shape
+        g = nhwc(grad_out).reshape(-1, ch)
+        xhat, rows = self._xhat, len(self._xhat)
+        self.beta.grad[...] = self._column_sums(g)
+        tmp = g * xhat
+        self.gamma.grad[...] = self._column_sums(tmp)
         if not need_input_grad:
             return None
         # dx = gamma/std * (g - mean(g) - xhat * mean(g * xhat)), means over (N, H, W)
-        n = grad_out.shape[0] * grad_out.shape[2] * grad_out.shape[3]
-        return c(self.gamma.data * self._inv_std) * (
-            grad_out - c(self.beta.grad / n) - xhat * c(self.gamma.grad / n))
+        a = self.gamma.data * self._inv_std
+        np.multiply(xhat, a * self.gamma.grad * (1.0 / rows), out=tmp)
+        tmp += a * self.beta.grad * (1.0 / rows)
+        dx = g * a
+        dx -= tmp
+        return nchw(dx.reshape(n, h, w, ch))
 
     def parameters(self):
         return [self.gamma, self.beta]
