@@ -241,16 +241,16 @@ class _Pool2D(Layer):
 class MaxPool2D(_Pool2D):
     """Max over kh x kw windows: (N, C, H, W) -> (N, C, Ho, Wo); padding counts as -inf.
 
-    The gradient goes to one maximum per window, even on ties (the first in row-major order;
-    non-overlapping windows take the first row, then the first column, of their maxima).
+    The gradient goes to one maximum per window, even on ties: the first in row-major order.
     """
 
     def forward(self, x):
         xp = self._prepare(x, -np.inf)
         self._tiled = self.stride == self.kernel_size and self.padding == (0, 0)
         if self._tiled:
-            best, self._arg = self._tiled_max(xp)
-            return nchw(best)
+            best, self._tiles = self._tiled_max(xp)
+            self._best = nchw(best)
+            return self._best
         slices = list(self._slices())
         best = xp[:, slices[0][0], slices[0][1]].copy()             # (N, Ho, Wo, C)
         arg = np.zeros(best.shape, dtype=np.uint8 if len(slices) < 256 else np.int32)
@@ -263,25 +263,16 @@ class MaxPool2D(_Pool2D):
         return nchw(best)
 
     def _tiled_max(self, xh: np.ndarray):
-        """Non-overlapping windows: max over the kh rows (long contiguous runs), then kw columns."""
+        """Non-overlapping windows: max over the kh rows (long contiguous runs), then kw columns.
+
+        Keeps the input tiles and the maxima; backward finds the winners by comparison.
+        """
         (kh, kw), (ho, wo) = self.kernel_size, self._out_hw
         n, c = xh.shape[0], xh.shape[3]
         tiles = xh[:, :ho * kh, :wo * kw].reshape(n, ho, kh, wo, kw, c)
-        index = np.uint8 if kh * kw < 256 else np.int32
-        row_best = tiles[:, :, 0].copy()                             # (N, Ho, Wo, kw, C)
-        row_arg = np.zeros(row_best.shape, dtype=index)
-        for i in range(1, kh):
-            candidate = tiles[:, :, i]
-            np.copyto(row_arg, i, where=candidate > row_best)
-            np.maximum(row_best, candidate, out=row_best)
-        best = row_best[:, :, :, 0].copy()                           # (N, Ho, Wo, C)
-        col_arg = np.zeros(best.shape, dtype=index)
-        for j in range(1, kw):
-            candidate = row_best[:, :, :, j]
-            np.copyto(col_arg, j, where=candidate > best)
-            np.maximum(best, candidate, out=best)
-        row = np.take_along_axis(row_arg, col_arg[:, :, :, None], axis=3)[:, :, :, 0]
-        return best, row * kw + col_arg                              # offset i * kw + j
+        rows = tiles.max(axis=2) if kh > 2 else np.maximum(tiles[:, :, 0], tiles[:, :, -1])
+        best = rows.max(axis=3) if kw > 2 else np.maximum(rows[:, :, :, 0], rows[:, :, :, -1])
+        return best, tiles                                           # (N, Ho, Wo, C)
 
     def backward(self, grad_out, need_input_grad=True):
         g = nhwc(grad_out)
@@ -289,10 +280,16 @@ class MaxPool2D(_Pool2D):
         if self._tiled:
             (kh, kw), (ho, wo) = self.kernel_size, self._out_hw
             n, c = g.shape[0], g.shape[3]
-            tiles = dxp[:, :ho * kh, :wo * kw].reshape(n, ho, kh, wo, kw, c)   # a view
-            offsets = (np.arange(kh)[:, None] * kw + np.arange(kw))[:, None, :, None]
-            np.multiply(self._arg[:, :, None, :, None] == offsets, g[:, :, None, :, None],
-                        out=tiles)
+            tiles, best = self._tiles, nhwc(self._best)
+            grad_tiles = dxp[:, :ho * kh, :wo * kw].reshape(n, ho, kh, wo, kw, c)   # a view
+            taken = np.zeros(best.shape, dtype=bool)                 # window already has its max
+            zero = np.zeros((), dtype=grad_out.dtype)
+            for i in range(kh):
+                for j in range(kw):
+                    hit = tiles[:, :, i, :, j] == best
+                    hit &= ~taken
+                    taken |= hit
+                    grad_tiles[:, :, i, :, j] = np.where(hit, g, zero)
             return self._unpad(dxp)
         zero = np.zeros((), dtype=grad_out.dtype)
         for k, (rows, cols) in enumerate(self._slices()):
