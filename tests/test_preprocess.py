@@ -118,6 +118,14 @@ def test_input_dtypes_and_channels_agree(convert):
     np.testing.assert_array_equal(preprocess_image(convert(a)), preprocess_image(a))
 
 
+def test_large_inputs_are_shrunk_alike_whatever_their_channels():
+    a = np.asarray(draw_seven(1000))  # shrunk 2x before the work starts
+    expected = preprocess_image(a)
+    opaque = np.full_like(a, 255)
+    for image in (np.stack([a, a, a], axis=-1), np.stack([a, a, a, opaque], axis=-1), a / 255.0):
+        assert np.abs(preprocess_image(image).astype(int) - expected).max() <= 1
+
+
 def test_dark_on_light_equals_light_on_dark():
     a = np.asarray(draw_three())
     dark_ink, light_ink = preprocess_image(a), preprocess_image(255 - a)
