@@ -249,43 +249,61 @@ def _pct(p: float) -> str:
 
 def prediction_grid(images: np.ndarray, labels: np.ndarray, probs: np.ndarray,
                     indices=None, *, cols: int = 6):
-    """Test images, each above its ten class probabilities as bars (predicted bar coloured)."""
+    """Test images, each above its ten class probabilities as bars (predicted bar coloured).
+
+    Everything is drawn in one axes whose data units are inches (y downwards): two dozen
+    small axes with their ticks would take most of a report's time.
+    """
+    from matplotlib.collections import PatchCollection
+    from matplotlib.patches import Rectangle
+
     indices = sample_indices(labels, probs) if indices is None else np.asarray(indices)
     rows = math.ceil(len(indices) / cols)
-    cell_w, cell_h, top = 1.7, 2.45, 0.55                      # inches
-    width, height = cell_w * cols + 0.2, cell_h * rows + top
-    fig = _figure(width, height)
     k = probs.shape[1]
-
-    def axes_at(x, y, w, h):                                   # inches from the top left
-        return fig.add_axes((x / width, 1 - (y + h) / height, w / width, h / height))
-
+    cell_w, cell_h, top, side, bar_h = 1.75, 2.35, 0.6, 1.1, 0.55       # inches
+    width, height = cell_w * cols, cell_h * rows + top
+    fig = _figure(width, height)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set(xlim=(0, width), ylim=(height, 0))
+    ax.set_axis_off()
+    bars, colors, lines = [], [], []
+    slot_w = (cell_w - 0.35) / k                                       # one bar slot
     for slot, i in enumerate(indices):
         r, c = divmod(slot, cols)
-        x0, y0 = 0.1 + c * cell_w, top + r * cell_h
-        guess = int(probs[i].argmax())
-        color = GOOD if guess == labels[i] else BAD
-        ax = axes_at(x0 + (cell_w - 1.1) / 2, y0 + 0.25, 1.1, 1.1)
-        ax.imshow(images[i], cmap="gray_r", vmin=0, vmax=255, interpolation="nearest")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_title(f"#{i}: true {labels[i]}, predicted {guess}", fontsize=8.5, color=color,
-                     pad=3)
-        bars = axes_at(x0 + 0.3, y0 + 1.45, cell_w - 0.45, 0.6)
-        bars.bar(range(k), probs[i], color=["#afb8c1"] * k, width=0.75)
-        bars.patches[guess].set_color(color)
-        bars.patches[int(labels[i])].set_color(GOOD)          # the true class, when wrong
-        bars.set_ylim(0, 1.3)
-        bars.set_xlim(-0.6, k - 0.4)
-        bars.set_xticks(range(k))
-        bars.set_yticks([0, 1], ["0", "1"])
-        bars.tick_params(labelsize=7, length=2, pad=1)
-        bars.spines[["top", "right"]].set_visible(False)
-        bars.text(1.0, 1.0, f"P({guess}) {_pct(probs[i, guess])}", transform=bars.transAxes,
-                  ha="right", va="top", fontsize=7, color=color)
-    fig.suptitle("Sample predictions and their ten probabilities (green: true digit, red: wrong "
-                 "prediction)",
-                 fontsize=12, y=1 - 0.12 / height)
+        x0, y0 = c * cell_w, top + r * cell_h
+        guess, truth = int(probs[i].argmax()), int(labels[i])
+        color = GOOD if guess == truth else BAD
+        left, img_top = x0 + (cell_w - side) / 2, y0 + 0.22
+        ax.imshow(images[i], cmap="gray_r", vmin=0, vmax=255, interpolation="nearest",
+                  extent=(left, left + side, img_top + side, img_top))
+        bars.append(Rectangle((left, img_top), side, side, fill=False))
+        colors.append("none")
+        ax.text(x0 + cell_w / 2, img_top - 0.04, f"#{i}: true {truth}, predicted {guess}",
+                ha="center", va="bottom", fontsize=8.5, color=color)
+        base, bx = img_top + side + 0.2 + bar_h, x0 + 0.2
+        lines += [[(bx, base), (bx + k * slot_w, base)],
+                  [(bx, base - bar_h), (bx + k * slot_w, base - bar_h)]]
+        for j in range(k):
+            bar_color = color if j == guess else GOOD if j == truth else "#afb8c1"
+            bars.append(Rectangle((bx + (j + 0.12) * slot_w, base - probs[i, j] * bar_h),
+                                  0.76 * slot_w, probs[i, j] * bar_h))
+            colors.append(bar_color)
+            ax.text(bx + (j + 0.5) * slot_w, base + 0.03, str(j), ha="center", va="top",
+                    fontsize=7)
+        ax.text(bx + k * slot_w, base - bar_h - 0.03, f"P({guess}) {_pct(probs[i, guess])}",
+                ha="right", va="bottom", fontsize=7.5, color=color)
+    from matplotlib.collections import LineCollection
+    ax.add_collection(LineCollection(lines, colors=["#57606a", "#d0d7de"] * len(indices),
+                                     linewidths=[0.8, 0.6] * len(indices),
+                                     linestyles=["-", ":"] * len(indices)))
+    ax.add_collection(PatchCollection(bars, facecolors=colors,
+                                      edgecolors=["black" if c == "none" else "none"
+                                                  for c in colors], linewidths=0.8,
+                                      match_original=False))
+    ax.text(width / 2, 0.12, "Sample predictions and their ten probabilities (dotted line: 1)",
+            ha="center", va="top", fontsize=12)
+    ax.text(width / 2, 0.37, "green: the true digit, red: a wrong prediction", ha="center",
+            va="top", fontsize=9, color="#555555")
     return fig
 
 
@@ -417,30 +435,35 @@ def saliency_figure(images: np.ndarray, labels: np.ndarray, probs: np.ndarray,
 
 
 def compare_curves(histories: dict[str, list[dict]]):
-    """Validation accuracy and loss (train dashed) of several runs on shared axes."""
-    fig = _figure(12.0, 4.4)
+    """Loss and accuracy of several runs on shared axes: validation solid, train dashed."""
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
+
+    fig = _figure(12.0, 4.6)
     loss_ax, acc_ax = fig.subplots(1, 2)
     colors = _cmap("tab10").colors
+    handles = []
     for i, (name, history) in enumerate(histories.items()):
         color = colors[i % len(colors)]
         for key, ax in (("loss", loss_ax), ("accuracy", acc_ax)):
-            epochs, values = _column(history, "val_" + key)
-            if len(values):
-                ax.plot(epochs, values, "-", lw=1.8, color=color, label=f"{name} (validation)")
-            epochs, values = _column(history, key)
-            if len(values):
-                ax.plot(epochs, values, "--", lw=1.0, color=color, alpha=0.7,
-                        label=f"{name} (train)")
+            for prefix, style, width in (("val_", "-", 1.8), ("", "--", 1.0)):
+                epochs, values = _column(history, prefix + key)
+                if len(values):
+                    ax.plot(epochs, values, style, lw=width, color=color,
+                            alpha=1.0 if prefix else 0.7)
+        handles.append(Line2D([], [], color=color, lw=2.5, label=name))
     loss_ax.set(xlabel="epoch", ylabel="loss (log scale)", yscale="log", title="Loss")
     _plain_log_axis(loss_ax.yaxis)
     acc_ax.set(xlabel="epoch", ylabel="accuracy", title="Accuracy")
     _percent_axis(acc_ax.yaxis)
     for ax in (loss_ax, acc_ax):
         ax.grid(alpha=0.3)
-    handles, names = acc_ax.get_legend_handles_labels()
-    fig.legend(handles, names, loc="lower center", ncol=min(4, len(names)), frameon=False,
-               fontsize=8)
-    rows = math.ceil(len(names) / 4)
-    fig.suptitle("Runs compared: validation solid, train dashed", fontsize=12)
-    _margins(fig, top=0.65, bottom=0.6 + 0.2 * rows, wspace=0.25)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    handles += [Line2D([], [], color="#57606a", ls="-", lw=1.8, label="validation"),
+                Line2D([], [], color="#57606a", ls="--", lw=1.0, label="train")]
+    ncol = min(6, len(handles))
+    rows = math.ceil(len(handles) / ncol)
+    fig.legend(handles=handles, loc="lower center", ncol=ncol, frameon=False, fontsize=9)
+    fig.suptitle("Runs compared", fontsize=12)
+    _margins(fig, top=0.65, bottom=0.65 + 0.22 * rows, wspace=0.25)
     return fig
