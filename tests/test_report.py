@@ -43,12 +43,17 @@ def test_training_writes_a_self_contained_report(run_dir):
         assert text in page, text
 
 
-def test_report_command_regenerates_it(run_dir, capsys):
+def test_report_command_regenerates_it_and_saves_chosen_pngs(run_dir, tmp_path, capsys):
     (run_dir / "report.html").unlink()
-    assert main(["report", str(run_dir)]) == 0
+    images = tmp_path / "images"
+    assert main(["report", str(run_dir), "--png-dir", str(images),
+                 "--only", "curves,confusion"]) == 0
     assert "wrote" in capsys.readouterr().out
     assert (run_dir / "report.html").stat().st_size > 10_000
     assert not list(run_dir.glob("*.tmp"))
+    assert sorted(p.name for p in images.iterdir()) == ["confusion.png", "curves.png"]
+    assert main(["report", str(run_dir), "--only", "curvs"]) == 2
+    assert "unknown plot curvs" in capsys.readouterr().err
 
 
 def test_report_of_a_directory_without_a_model_is_a_usage_error(tmp_path, capsys):

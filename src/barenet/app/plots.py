@@ -80,6 +80,7 @@ def training_curves(history: list[dict], title: str = "Training curves"):
         ax.legend(frameon=False)
     if all(v > 0 for _, v in zip(*_column(history, "loss"))):
         axes[0].set_yscale("log")
+        axes[0].set_ylabel("loss (log scale)")
         _plain_log_axis(axes[0].yaxis)
     _percent_axis(axes[1].yaxis)
     epochs, val_acc = _column(history, "val_accuracy")
@@ -367,25 +368,29 @@ def reliability_diagram(bins: list[dict], ece: float):
 
 
 def per_class_accuracy_bars(per_class: list[dict], overall: float):
-    """Recall (accuracy) per digit, labelled, with the overall accuracy as a line."""
+    """Recall (accuracy) per digit, labelled, with the overall accuracy as a dashed line."""
+    from matplotlib.ticker import MultipleLocator, PercentFormatter
+
     fig = _figure(7.6, 4.2)
     ax = fig.subplots()
     recall = np.array([row["recall"] for row in per_class])
     classes = [row["class"] for row in per_class]
-    worst = int(np.argmin(recall))
-    colors = [BAD if i == worst else TRAIN for i in range(len(recall))]
-    ax.bar(classes, recall, color=colors, width=0.7)
+    worst = int(np.argmin(recall)) if recall.min() < recall.max() else -1
+    ax.bar(classes, recall, color=[BAD if i == worst else TRAIN for i in range(len(recall))],
+           width=0.7)
     for c, v in zip(classes, recall):
         ax.text(c, v, f"{v:.1%}", ha="center", va="bottom", fontsize=8)
     ax.axhline(overall, color="#57606a", ls="--", lw=1)
-    ax.text(len(classes) - 0.5, overall, f"overall {overall:.2%}", ha="right", va="bottom",
-            fontsize=8, color="#57606a")
-    low = max(0.0, math.floor((recall.min() - 0.02) * 50) / 50)
+    low = max(0.0, math.floor((recall.min() - 0.02) * 50) / 50)     # zoom in, on whole 2 %
     ax.set(ylim=(low, 1.0 + (1.0 - low) * 0.08), xticks=classes, xlabel="true digit",
-           ylabel="accuracy (recall)", title="Accuracy per digit (worst in red)")
-    if low > 0:
-        ax.set_title(f"Accuracy per digit (worst in red; y axis starts at {low:.0%})")
-    _percent_axis(ax.yaxis)
+           ylabel="accuracy (recall)")
+    step = 0.005 if 1 - low <= 0.03 else 0.01 if 1 - low <= 0.1 else None
+    if step:
+        ax.yaxis.set_major_locator(MultipleLocator(step))
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=1 if step == 0.005 else 0))
+    title = f"Accuracy per digit (dashed: overall {overall:.2%}"
+    title += ", worst in red" if worst >= 0 else ""
+    ax.set_title(title + (f"; the axis starts at {low:.0%})" if low > 0 else ")"), fontsize=11)
     ax.grid(axis="y", alpha=0.3)
     _margins(fig, left=0.85)
     return fig

@@ -18,6 +18,8 @@ import click
 import numpy as np
 
 REPORT_FILE = "report.html"
+PLOT_NAMES = ("curves", "confusion", "per-digit", "misclassified", "predictions", "confidence",
+              "reliability", "weights", "saliency")
 INSTALL_HINT = "pip install 'barenet[plots]'"
 
 
@@ -71,8 +73,8 @@ def _evaluate(model, dataset: str, data_dir) -> tuple[np.ndarray, np.ndarray, np
     return x_test, np.asarray(y_test, np.int64), model.predict_proba(x_test)
 
 
-def _figures(run: dict, x, y, probs, report: dict) -> list[tuple[str, str, str, object]]:
-    """(section, title, explanation, thunk returning a Figure or None), in report order."""
+def _figures(run: dict, x, y, probs, report: dict) -> list[tuple[str, str, str, str, object]]:
+    """(section, file name, title, explanation, thunk returning a Figure or None), in order."""
     from .. import saliency
     from . import plots
 
@@ -85,31 +87,32 @@ def _figures(run: dict, x, y, probs, report: dict) -> list[tuple[str, str, str, 
         gradients, targets = saliency.input_gradient(model, x[firsts])
         return plots.saliency_figure(x[firsts], y[firsts], probs[firsts], gradients, targets)
 
+    training, digits, mistakes = "Training", "Per digit", "Mistakes"
+    confidence, inside = "Confidence and calibration", "Inside the network"
     return [
-        ("Training", "Training curves", "Loss and accuracy per epoch on the training and "
-         "validation sets, and the learning rate.",
+        (training, "curves", "Training curves", "Loss and accuracy per epoch on the "
+         "training and validation sets, and the learning rate.",
          lambda: plots.training_curves(run["history"])),
-        ("Per digit", "Confusion matrix", "Rows are true digits, columns predicted ones; "
-         "colour on a log scale, so single mistakes stand out.",
+        (digits, "confusion", "Confusion matrix", "Rows are true digits, columns predicted "
+         "ones; colour on a log scale, so single mistakes stand out.",
          lambda: plots.confusion_heatmap(cm)),
-        ("Per digit", "Accuracy per digit", "The share of each digit's test images "
+        (digits, "per-digit", "Accuracy per digit", "The share of each digit's test images "
          "classified right (recall).",
          lambda: plots.per_class_accuracy_bars(report["per_class"], report["accuracy"])),
-        ("Mistakes", "Misclassified", "Misclassified test images, the most confident first.",
-         lambda: plots.misclassified_grid(x, y, probs)),
-        ("Mistakes", "Sample predictions", "The first test images, the least confident right "
-         "answers and mistakes of every confidence, with all ten probabilities.",
-         lambda: plots.prediction_grid(x, y, probs)),
-        ("Confidence and calibration", "Confidence", "The probability of the predicted "
-         "digit, for right and for wrong answers.",
-         lambda: plots.confidence_histogram(y, probs)),
-        ("Confidence and calibration", "Reliability", "Test images grouped by confidence: a "
+        (mistakes, "misclassified", "Misclassified", "Misclassified test images, the most "
+         "confident first.", lambda: plots.misclassified_grid(x, y, probs)),
+        (mistakes, "predictions", "Sample predictions", "The first test images, the least "
+         "confident right answers and mistakes of every confidence, with all ten "
+         "probabilities.", lambda: plots.prediction_grid(x, y, probs)),
+        (confidence, "confidence", "Confidence", "The probability of the predicted digit, "
+         "for right and for wrong answers.", lambda: plots.confidence_histogram(y, probs)),
+        (confidence, "reliability", "Reliability", "Test images grouped by confidence: a "
          "calibrated network is right 80 % of the time when it says 80 %. The expected "
          "calibration error (ECE) is the gap weighted by the share of images in each bin.",
          lambda: plots.reliability_diagram(report["reliability"], report["ece"])),
-        ("Inside the network", "First-layer weights", "What the first layer responds to.",
+        (inside, "weights", "First-layer weights", "What the first layer responds to.",
          lambda: plots.first_layer_weights(model)),
-        ("Inside the network", "Saliency", "The first test image of each digit and the "
+        (inside, "saliency", "Saliency", "The first test image of each digit and the "
          "gradient of the predicted digit's score (logit) with respect to each pixel, "
          "from the network's own backward pass.", saliency_plot),
     ]
@@ -155,7 +158,7 @@ border: 1px solid #eaeef2; } figcaption { color: #57606a; margin-bottom: 0.4em; 
 
 def render_html(run_dir: Path, run: dict, report: dict, figures: list[tuple[str, str, str]],
                 timing: dict) -> str:
-    """The page; `figures` holds (section, title, explanation, base64 PNG)."""
+    """The page; `figures` holds (section, title, explanation, base64 PNG or None)."""
     config, history, train_metrics = run["config"], run["history"], run["metrics"]
     val, val_epoch = best_val(history)
     n_params = sum(p.data.size for p in run["model"].parameters())
@@ -218,8 +221,11 @@ def render_html(run_dir: Path, run: dict, report: dict, figures: list[tuple[str,
             parts.append(f"<h2>{html.escape(name)}</h2>")
             if name == "Per digit":
                 parts += per_digit
-        parts += [f"<figure><figcaption><b>{html.escape(title)}.</b> {html.escape(text)}"
-                  "</figcaption>",
+        caption = f"<b>{html.escape(title)}.</b> {html.escape(text)}"
+        if png is None:
+            parts.append(f'<p class="sub">{caption}</p>')
+            continue
+        parts += [f"<figure><figcaption>{caption}</figcaption>",
                   f'<img src="data:image/png;base64,{png}" alt="{html.escape(title)}">',
                   "</figure>"]
     sections = {}
@@ -237,8 +243,10 @@ def render_html(run_dir: Path, run: dict, report: dict, figures: list[tuple[str,
     return "\n".join(p for p in parts if p)
 
 
-def write_report(run_dir: str | Path, *, data_dir=None, strict: bool = False) -> Path | None:
-    """Write run_dir/report.html and return its path.
+def write_report(run_dir: str | Path, *, data_dir=None, strict: bool = False,
+                 png_dir: str | Path | None = None, only=None) -> Path | None:
+    """Write run_dir/report.html and return its path; with png_dir, also each plot as
+    png_dir/<name>.png (names in PLOT_NAMES; `only` limits which).
 
     Called at the end of every training run, where a report problem must not fail the run:
     unless `strict`, a missing matplotlib or any error prints one line to stderr and returns
@@ -246,7 +254,7 @@ def write_report(run_dir: str | Path, *, data_dir=None, strict: bool = False) ->
     """
     run_dir = Path(run_dir)
     try:
-        return _write(run_dir, data_dir)
+        return _write(run_dir, data_dir, png_dir, only)
     except _Missing:
         message = f"report.html not written: matplotlib is not installed ({INSTALL_HINT})"
     except Exception as exc:
@@ -260,7 +268,7 @@ def write_report(run_dir: str | Path, *, data_dir=None, strict: bool = False) ->
     return None
 
 
-def _write(run_dir: Path, data_dir) -> Path:
+def _write(run_dir: Path, data_dir, png_dir, only) -> Path:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
@@ -277,11 +285,16 @@ def _write(run_dir: Path, data_dir) -> Path:
     evaluate_seconds = time.perf_counter() - start
     start = time.perf_counter()
     figures = []
-    for section, title, text, make in _figures(run, x, y, probs, report):
+    for section, name, title, text, make in _figures(run, x, y, probs, report):
         fig = make()
-        if fig is not None:
-            png = base64.b64encode(plots.png_bytes(fig)).decode()
-            figures.append((section, title, text, png))
+        if fig is None:                     # no mistakes, or a first layer with no picture
+            figures.append((section, title, "Nothing to show for this run.", None))
+            continue
+        png = plots.png_bytes(fig)
+        figures.append((section, title, text, base64.b64encode(png).decode()))
+        if png_dir is not None and (not only or name in only):
+            Path(png_dir).mkdir(parents=True, exist_ok=True)
+            (Path(png_dir) / f"{name}.png").write_bytes(png)
     timing = {"evaluate": evaluate_seconds, "plots": time.perf_counter() - start}
     path = run_dir / REPORT_FILE
     atomic_write_bytes(path, render_html(run_dir, run, report, figures, timing).encode())
@@ -292,10 +305,19 @@ def _write(run_dir: Path, data_dir) -> Path:
 @click.argument("run", type=click.Path(exists=True, file_okay=False))
 @click.option("--open", "open_browser", is_flag=True, help="Open the report in a web browser.")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="MNIST cache directory.")
-def command(run, open_browser, data_dir):
+@click.option("--png-dir", type=click.Path(file_okay=False),
+              help="Also save the plots as PNG files in this directory.")
+@click.option("--only", metavar="NAMES", help="With --png-dir: comma-separated plots to save, "
+              f"of {','.join(PLOT_NAMES)}.")
+def command(run, open_browser, data_dir, png_dir, only):
     """Write RUN/report.html: results, per-digit table, plots, configuration and timing."""
+    names = [n.strip() for n in only.split(",") if n.strip()] if only else None
+    unknown = sorted(set(names or ()) - set(PLOT_NAMES))
+    if unknown:
+        raise click.BadParameter(f"unknown plot {', '.join(unknown)}; choose from "
+                                 f"{', '.join(PLOT_NAMES)}", param_hint="--only")
     start = time.perf_counter()
-    path = write_report(run, data_dir=data_dir, strict=True)
+    path = write_report(run, data_dir=data_dir, strict=True, png_dir=png_dir, only=names)
     click.echo(f"wrote {path} ({time.perf_counter() - start:.1f} s)")
     if open_browser:
         import webbrowser
