@@ -130,7 +130,9 @@ def test_batchnorm2d_eval_uses_running_stats():
     bn.training = False
     n = 8 * 4 * 4                                                # unbiased -> biased variance
     bn.running_var *= (n - 1) / n
-    assert np.allclose(bn.forward(x), y_train, atol=1e-4)
+    y_eval = bn.forward(x)
+    assert y_eval.dtype == np.float32
+    assert np.allclose(y_eval, y_train, atol=1e-4)
 
 
 def test_dropout2d_drops_whole_channels():
