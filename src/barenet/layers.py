@@ -103,11 +103,13 @@ class ReLU(Layer):
     """max(0, x), elementwise."""
 
     def forward(self, x):
-        self._mask = x > 0
+        # Keep the input (as Dense does), not a mask: inference then costs one pass, and
+        # backward builds the mask when it is needed.
+        self._x = x
         return np.maximum(x, 0, dtype=x.dtype)
 
     def backward(self, grad_out, need_input_grad=True):
-        return grad_out * self._mask
+        return np.multiply(grad_out, self._x > 0)
 
 
 class LeakyReLU(Layer):
@@ -222,10 +224,14 @@ class Dropout(Layer):
             self._mask = None
             return x
         keep = 1.0 - self.p
-        # One uniform draw per unit; the mask already carries the 1/keep scale.
-        self._mask = (self.rng.random(x.shape, dtype=np.float32) < keep).astype(x.dtype)
-        self._mask *= 1.0 / keep
-        return x * self._mask
+        # One uniform draw per unit; the mask already carries the 1/keep scale. It is written
+        # over the draws (float32 input): one buffer and one pass fewer than cast-then-scale.
+        draws = self.rng.random(x.shape, dtype=np.float32)
+        kept = draws < keep
+        mask = draws if x.dtype == np.float32 else np.empty(x.shape, x.dtype)
+        np.multiply(kept, x.dtype.type(1.0 / keep), out=mask)
+        self._mask = mask
+        return x * mask
 
     def backward(self, grad_out, need_input_grad=True):
         return grad_out if self._mask is None else grad_out * self._mask

@@ -1,0 +1,137 @@
+"""Command line of the suite: choose cases, run them, print a table, write JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from . import common
+
+CASES = ("epoch-sgd", "epoch-adam", "infer-batch", "infer-128", "recipe", "rss", "startup",
+         "load")
+DEFAULT_JSON = Path(__file__).parent / "results" / "latest.json"
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="barenet vs PyTorch on the CPU: MLP epochs, inference, time to 98 %, "
+                    "memory, start-up. Ratios are barenet / PyTorch from alternating runs.")
+    p.add_argument("--cases", nargs="+", choices=CASES, metavar="CASE", default=list(CASES),
+                   help=f"cases to run (default: all): {', '.join(CASES)}")
+    p.add_argument("--quick", action="store_true",
+                   help="fewer repetitions (3 epochs); the recipe and RSS cases run shorter")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="measured epochs per epoch case, after one warm-up (default 7, quick 3)")
+    p.add_argument("--json", type=Path, default=DEFAULT_JSON,
+                   help="where to write the results (default benchmarks/results/latest.json; "
+                        "- for nowhere)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="BLAS and PyTorch threads (default: NumPy's BLAS default)")
+    p.add_argument("--no-torch", action="store_true", help="run barenet alone")
+    p.add_argument("--limit", type=int, default=None,
+                   help="use only the first N training images in the epoch cases")
+    p.add_argument("--data-dir", type=Path, default=None, help="MNIST cache directory")
+    return p.parse_args(argv)
+
+
+def load_data(data_dir):
+    import barenet.data
+
+    return barenet.data.load_dataset("mnist", data_dir, progress=False)
+
+
+def run_cases(args, torch, say) -> list[common.Result]:
+    from . import mlp, process, recipe
+
+    quick = args.quick
+    epochs = args.epochs or (3 if quick else 7)
+    repeats = 5 if quick else 15
+    data = load_data(args.data_dir) if set(args.cases) & {
+        "epoch-sgd", "epoch-adam", "infer-batch", "infer-128"} else None
+    jobs = {
+        "epoch-sgd": lambda: mlp.epoch_case("sgd", data, torch, epochs=epochs,
+                                            limit=args.limit),
+        "epoch-adam": lambda: mlp.epoch_case("adam", data, torch, epochs=epochs,
+                                             limit=args.limit),
+        "infer-batch": lambda: mlp.inference_case(None, data, torch, repeats=repeats),
+        "infer-128": lambda: mlp.inference_case(128, data, torch, repeats=repeats),
+        "recipe": lambda: recipe.recipe_case(None if quick else torch,
+                                             data_dir=args.data_dir),
+        "rss": lambda: process.rss_case(epochs=2 if quick else None, data_dir=args.data_dir),
+        "startup": lambda: process.startup_case(repeats=3 if quick else 7),
+        "load": lambda: process.load_case(repeats=3 if quick else 7, data_dir=args.data_dir),
+    }
+    results = []
+    for case in CASES:
+        if case not in args.cases:
+            continue
+        say(f"running {case} ...")
+        start = time.perf_counter()
+        results.append(jobs[case]())
+        say(f"  done in {time.perf_counter() - start:.1f} s")
+    return results
+
+
+def fmt(value, unit: str) -> str:
+    if value is None:
+        return "-"
+    if unit == "s":
+        return f"{value:.3f} s" if value < 10 else f"{value:.1f} s"
+    if unit == "images/s":
+        return f"{value:,.0f} img/s"
+    if unit == "MB":
+        return f"{value:.0f} MB"
+    return f"{value:g} {unit}"
+
+
+def print_table(results, info, console) -> None:
+    from rich.table import Table
+
+    table = Table(title="barenet vs PyTorch (ratio = barenet / PyTorch, medians)")
+    for name, justify in (("case", "left"), ("what", "left"), ("barenet", "right"),
+                          ("PyTorch", "right"), ("ratio", "right"), ("target", "left"),
+                          ("met", "center")):
+        table.add_column(name, justify=justify)
+    for r in results:
+        ratio = "-" if r.ratio is None else f"{r.ratio:.2f}"
+        met = {True: "[green]yes[/]", False: "[red]no[/]", None: "-"}[r.ok]
+        what = r.what + (f"\n[dim]{r.note}[/]" if r.note else "")
+        table.add_row(r.case, what, fmt(r.barenet, r.unit), fmt(r.torch, r.unit), ratio,
+                      r.target, met)
+    console.print(table)
+    blas = info["blas"]
+    console.print(f"[dim]{info['cpu']}, {info['cores']} cores; NumPy {info['numpy']} "
+                  f"({blas.get('internal_api', '?')} {blas.get('version', '')}, kernel "
+                  f"{blas.get('architecture', '?')}, {blas.get('num_threads', '?')} threads); "
+                  f"PyTorch {info['torch'] or 'absent'}; load {info['load_before']} -> "
+                  f"{info['load_after']}[/]")
+
+
+def main(argv=None) -> int:
+    from rich.console import Console
+
+    args = parse_args(argv)
+    console = Console(stderr=True)
+    torch = None if args.no_torch else common.torch_or_none()
+    if torch is None:
+        why = "--no-torch" if args.no_torch else "PyTorch is not installed " \
+              "(pip install -e '.[bench]')"
+        console.print(f"[yellow]{why}: timing barenet alone, no ratios[/]")
+    threads = common.set_threads(args.threads)
+    load_before = common.load_average()
+    results = run_cases(args, torch, lambda msg: console.print(f"[dim]{msg}[/]"))
+    info = common.machine_info()
+    info.update(threads=threads, load_before=load_before, load_after=common.load_average(),
+                torch_used=torch is not None, time=time.strftime("%Y-%m-%d %H:%M:%S %z"))
+    # A table wider than the 80 columns rich assumes when stdout is not a terminal.
+    print_table(results, info, Console(width=None if Console().is_terminal else 130))
+    if args.json and str(args.json) != "-":
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"machine": info,
+                                         "results": [r.to_dict() for r in results]},
+                                        indent=2) + "\n")
+        console.print(f"[dim]wrote {args.json}[/]")
+    return 0

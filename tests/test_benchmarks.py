@@ -1,0 +1,59 @@
+"""Smoke test of the benchmark suite on tiny synthetic data: the code runs, nothing is timed.
+
+No assertion here looks at a duration or a ratio; those figures live in the suite's output.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+# benchmarks/ is a top-level folder of the repository, not part of the installed package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import common, process  # noqa: E402
+from benchmarks.cli import main  # noqa: E402
+
+
+@pytest.mark.parametrize("no_torch", [True, False], ids=["barenet-alone", "with-torch"])
+def test_training_and_inference_cases_run(tiny_data, tmp_path, no_torch):
+    if not no_torch:
+        pytest.importorskip("torch")
+    out = tmp_path / "bench.json"
+    argv = ["--cases", "epoch-sgd", "epoch-adam", "infer-batch", "infer-128", "recipe",
+            "--epochs", "1", "--limit", "256", "--json", str(out)]
+    assert main(argv + (["--no-torch"] if no_torch else [])) == 0
+    report = json.loads(out.read_text())
+    rows = {r["case"]: r for r in report["results"]}
+    assert set(rows) == {"epoch-sgd", "epoch-adam", "infer-batch", "infer-128", "recipe"}
+    for row in rows.values():
+        assert row["barenet"] is not None and row["barenet"] > 0
+        assert (row["torch"] is None) == no_torch
+        assert (row["ratio"] is None) == no_torch
+    assert len(rows["epoch-sgd"]["samples"]["barenet"]) == 1
+    assert report["machine"]["torch_used"] is not no_torch
+    assert "blas" in report["machine"] and "cpu" in report["machine"]
+
+
+def test_alternate_flips_order_and_uses_own_durations():
+    calls = []
+    runs = {"a": lambda: calls.append("a"), "b": lambda: (calls.append("b"), 0.5)[1]}
+    samples = common.alternate(runs, repeats=3, warmup=1)
+    assert calls == ["a", "b", "a", "b", "b", "a", "a", "b"]
+    assert samples["b"] == [0.5, 0.5, 0.5] and len(samples["a"]) == 3
+
+
+def test_result_ratio_and_targets():
+    r = common.Result("x", "x", "s", barenet=0.8, torch=1.0)
+    assert r.ratio == pytest.approx(0.8)
+    assert common.check(r.ratio, "<=", 0.85) and not common.check(r.ratio, ">=", 1.0)
+    assert common.Result("x", "x", "s", barenet=1.0).ratio is None
+    assert common.check(None, "<=", 1.0) is None
+
+
+def test_subprocess_helpers_run():
+    code, seconds, peak_mb = process.run_with_peak_rss([sys.executable, "-c", "pass"])
+    assert code == 0 and seconds > 0 and peak_mb > 1
+    result = process.startup_case(repeats=1)
+    assert result.case == "startup" and result.barenet > 0
