@@ -31,6 +31,9 @@ def parse_args(argv):
     p.add_argument("--threads", type=int, default=None,
                    help="BLAS and PyTorch threads (default: NumPy's BLAS default)")
     p.add_argument("--no-torch", action="store_true", help="run barenet alone")
+    p.add_argument("--torch-flush-denormal", action="store_true",
+                   help="torch.set_flush_denormal(True) first: subnormal floats flushed to zero "
+                        "in this thread, for PyTorch and NumPy alike (PyTorch's default is off)")
     p.add_argument("--limit", type=int, default=None,
                    help="use only the first N training images in the epoch cases")
     p.add_argument("--data-dir", type=Path, default=None, help="MNIST cache directory")
@@ -69,9 +72,12 @@ def run_cases(args, torch, say) -> list[common.Result]:
         if case not in args.cases:
             continue
         say(f"running {case} ...")
-        start = time.perf_counter()
-        results.append(jobs[case]())
-        say(f"  done in {time.perf_counter() - start:.1f} s")
+        start, others = time.perf_counter(), common.OtherLoad()
+        result = jobs[case]()
+        result.other_load = others.cores()
+        results.append(result)
+        say(f"  done in {time.perf_counter() - start:.1f} s; other processes used "
+            f"{result.other_load} cores meanwhile")
     return results
 
 
@@ -93,15 +99,18 @@ def print_table(results, info, console) -> None:
     table = Table(title="barenet vs PyTorch (ratio = barenet / PyTorch, medians)")
     for name, justify in (("case", "left"), ("what", "left"), ("barenet", "right"),
                           ("PyTorch", "right"), ("ratio", "right"), ("target", "left"),
-                          ("met", "center")):
+                          ("met", "center"), ("others", "right")):
         table.add_column(name, justify=justify)
     for r in results:
         ratio = "-" if r.ratio is None else f"{r.ratio:.2f}"
         met = {True: "[green]yes[/]", False: "[red]no[/]", None: "-"}[r.ok]
         what = r.what + (f"\n[dim]{r.note}[/]" if r.note else "")
         table.add_row(r.case, what, fmt(r.barenet, r.unit), fmt(r.torch, r.unit), ratio,
-                      r.target, met)
+                      r.target, met, "-" if r.other_load is None else f"{r.other_load:.2f}")
     console.print(table)
+    console.print("[dim]others: cores kept busy by other processes during the case (0 = quiet "
+                  "machine). With all cores in use by BLAS threads, any outside load stalls "
+                  "them: absolute times then mean little, the alternating ratios a bit more.[/]")
     blas = info["blas"]
     console.print(f"[dim]{info['cpu']}, {info['cores']} cores; NumPy {info['numpy']} "
                   f"({blas.get('internal_api', '?')} {blas.get('version', '')}, kernel "
@@ -120,12 +129,15 @@ def main(argv=None) -> int:
         why = "--no-torch" if args.no_torch else "PyTorch is not installed " \
               "(pip install -e '.[bench]')"
         console.print(f"[yellow]{why}: timing barenet alone, no ratios[/]")
+    if torch is not None and args.torch_flush_denormal:
+        torch.set_flush_denormal(True)
     threads = common.set_threads(args.threads)
     load_before = common.load_average()
     results = run_cases(args, torch, lambda msg: console.print(f"[dim]{msg}[/]"))
     info = common.machine_info()
     info.update(threads=threads, load_before=load_before, load_after=common.load_average(),
-                torch_used=torch is not None, time=time.strftime("%Y-%m-%d %H:%M:%S %z"))
+                torch_used=torch is not None, time=time.strftime("%Y-%m-%d %H:%M:%S %z"),
+                flush_denormal=bool(torch is not None and args.torch_flush_denormal))
     # A table wider than the 80 columns rich assumes when stdout is not a terminal.
     print_table(results, info, Console(width=None if Console().is_terminal else 130))
     if args.json and str(args.json) != "-":

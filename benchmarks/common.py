@@ -34,6 +34,7 @@ class Result:
     ok: bool | None = None
     note: str = ""
     samples: dict[str, list[float]] = field(default_factory=dict)
+    other_load: float | None = None     # cores used by other processes meanwhile (OtherLoad)
 
     @property
     def ratio(self) -> float | None:
@@ -145,6 +146,35 @@ def load_average() -> list[float] | None:
         return [round(v, 2) for v in os.getloadavg()]
     except OSError:
         return None
+
+
+class OtherLoad:
+    """Cores kept busy by *other* processes while a case ran: the machine's busy time from
+    /proc/stat minus this process's own CPU time (children included), over the wall time.
+    0 is a quiet machine; on 2 cores, 1 means someone else used a whole core throughout."""
+
+    def __init__(self):
+        self.start = self._snapshot()
+
+    @staticmethod
+    def _snapshot():
+        try:
+            with open("/proc/stat", encoding="ascii") as f:
+                fields = [int(v) for v in f.readline().split()[1:]]
+        except OSError:
+            return None
+        busy = (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+        t = os.times()
+        own = t.user + t.system + t.children_user + t.children_system
+        return time.perf_counter(), busy, own
+
+    def cores(self) -> float | None:
+        end = self._snapshot()
+        if self.start is None or end is None or end[0] <= self.start[0]:
+            return None
+        wall = end[0] - self.start[0]
+        other = (end[1] - self.start[1]) - (end[2] - self.start[2])
+        return round(max(other, 0.0) / wall, 2)
 
 
 def machine_info() -> dict:
