@@ -182,8 +182,9 @@ def command(config_file, overrides, start, end, steps, out, data_dir, as_json) -
     suggestion = suggest(result["lr"], result["smoothed"])
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    plot(result, suggestion, out, title=f"lr-find: {config.description or 'default config'}"
-         f" ({config.optimizer.name}, batch {batch_size})")
+    name = config.description.split(":")[0] if config.description else "default config"
+    plot(result, suggestion, out,
+         title=f"lr-find: {name} ({config.optimizer.name}, batch {batch_size})")
     if as_json:
         click.echo(json.dumps({**result, **{f"suggested_{k}": v for k, v in suggestion.items()},
                                "plot": str(out)}))
