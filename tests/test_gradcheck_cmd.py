@@ -26,6 +26,9 @@ def test_everything_passes_and_exits_0(capsys):
     assert {"cross_entropy", "mse"} <= loss_checks <= set(LOSSES)
     network = [row for row in checks if row["kind"] == "network"]
     assert network[0]["parameter"] == "input" and len(network) > 10
+    if "Conv2D" in LAYERS:                          # conv.py registers itself when imported
+        cnn = [row for row in network if row["check"].startswith("CNN")]
+        assert {"0 Conv2D.W", "1 BatchNorm2d.gamma"} <= {row["parameter"] for row in cnn}
     # Dense and BatchNorm1d report their parameter gradients, not only the input's.
     assert {"W", "b", "gamma", "beta"} <= {row["parameter"] for row in checks}
 

@@ -156,7 +156,7 @@ def _loss_error(loss_fn, logits: np.ndarray, targets: np.ndarray) -> float:
 
 
 def whole_network(rng: np.random.Generator):
-    """A float64 MLP using most layer types, with softmax cross-entropy on top."""
+    """A float64 MLP using every dense-layer type, with softmax cross-entropy on top."""
     from .. import layers as L
     from ..losses import softmax_cross_entropy
     from ..model import Sequential
@@ -180,6 +180,40 @@ def whole_network(rng: np.random.Generator):
     return model, softmax_cross_entropy, x, labels
 
 
+def conv_network(rng: np.random.Generator):
+    """A float64 CNN over (N, 1, 8, 8) with strides, padding and pooling, or None without conv."""
+    from ..losses import softmax_cross_entropy
+    from ..model import Sequential
+
+    if "Conv2D" not in LAYERS:
+        return None
+    f64, L = np.float64, LAYERS
+    model = Sequential(
+        L["Conv2D"](1, 3, 3, padding=1, bias=False, rng=rng, dtype=f64),    # (N, 3, 8, 8)
+        L["BatchNorm2d"](3, dtype=f64), L["ReLU"](),
+        L["MaxPool2D"](2),                                                    # (N, 3, 4, 4)
+        L["Conv2D"](3, 4, 3, stride=2, padding=1, rng=rng, dtype=f64),       # (N, 4, 2, 2)
+        L["Tanh"](), FixedMask(L["Dropout2d"](0.3, rng=rng)),
+        L["Conv2D"](4, 4, 1, rng=rng, dtype=f64), L["AvgPool2D"](2),         # (N, 4, 1, 1)
+        L["Flatten"](), L["Dense"](4, 3, rng=rng, dtype=f64))
+    for layer in model.layers:
+        _perturb_parameters(layer, rng)
+    x = rng.standard_normal((3, 1, 8, 8))
+    labels = rng.integers(0, 3, 3)
+    return model, softmax_cross_entropy, x, labels
+
+
+def _network_rows(model, loss_fn, x, labels) -> list[dict]:
+    errors = check_model(model, loss_fn, x, labels)
+    # check_model names parameters by their position in model.parameters(); name the layer.
+    names = ["input"] + [f"{i} {_name(layer)}.{p.name}" for i, layer in enumerate(model.layers)
+                         for p in layer.parameters()]
+    kind = "CNN" if getattr(model.layers[0], "input_ndim", 2) == 4 else "MLP"
+    return [{"kind": "network", "check": f"{kind} ({len(model.layers)} layers)",
+             "parameter": param, "relative_error": err}
+            for param, err in zip(names, errors.values())]
+
+
 def run_checks(seed: int = 0) -> list[dict]:
     """Every check as a row: {kind, check, parameter, relative_error}; errors as rows too."""
     from ..model import _register_optional_layers
@@ -200,14 +234,14 @@ def run_checks(seed: int = 0) -> list[dict]:
                          "relative_error": err})
     for label, param, err in check_losses(rng):
         rows.append({"kind": "loss", "check": label, "parameter": param, "relative_error": err})
-    model, loss_fn, x, labels = whole_network(rng)
-    errors = check_model(model, loss_fn, x, labels)
-    # check_model names parameters by their position in model.parameters(); name the layer.
-    names = ["input"] + [f"{i} {_name(layer)}.{p.name}" for i, layer in enumerate(model.layers)
-                         for p in layer.parameters()]
-    for param, err in zip(names, errors.values()):
-        rows.append({"kind": "network", "check": f"network ({len(model.layers)} layers)",
-                     "parameter": param, "relative_error": err})
+    rows += _network_rows(*whole_network(rng))
+    try:
+        cnn = conv_network(rng)
+        if cnn is not None:
+            rows += _network_rows(*cnn)
+    except Exception as exc:                        # conv layers whose arguments changed
+        rows.append({"kind": "network", "check": "CNN", "parameter": "-",
+                     "relative_error": None, "error": f"{type(exc).__name__}: {exc}"})
     return rows
 
 
