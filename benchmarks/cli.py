@@ -37,6 +37,9 @@ def parse_args(argv):
     p.add_argument("--limit", type=int, default=None,
                    help="use only the first N training images in the epoch cases")
     p.add_argument("--data-dir", type=Path, default=None, help="MNIST cache directory")
+    p.add_argument("--settle", type=float, default=common.SETTLE_SECONDS,
+                   help="pause in seconds before each timed run, so the other library's "
+                        "threads have stopped spinning (default %(default)s)")
     return p.parse_args(argv)
 
 
@@ -132,12 +135,14 @@ def main(argv=None) -> int:
     if torch is not None and args.torch_flush_denormal:
         torch.set_flush_denormal(True)
     threads = common.set_threads(args.threads)
+    common.SETTLE_SECONDS = args.settle
     load_before = common.load_average()
     results = run_cases(args, torch, lambda msg: console.print(f"[dim]{msg}[/]"))
     info = common.machine_info()
     info.update(threads=threads, load_before=load_before, load_after=common.load_average(),
                 torch_used=torch is not None, time=time.strftime("%Y-%m-%d %H:%M:%S %z"),
-                flush_denormal=bool(torch is not None and args.torch_flush_denormal))
+                flush_denormal=bool(torch is not None and args.torch_flush_denormal),
+                settle_seconds=args.settle)
     # A table wider than the 80 columns rich assumes when stdout is not a terminal.
     print_table(results, info, Console(width=None if Console().is_terminal else 130))
     if args.json and str(args.json) != "-":

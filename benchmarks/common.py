@@ -53,15 +53,27 @@ def check(value: float | None, op: str, bound: float) -> bool | None:
     return value <= bound if op == "<=" else value >= bound
 
 
+# Pause before each timed run. OpenBLAS's worker threads busy-wait for ~0.1 s after a call
+# and PyTorch's OpenMP threads briefly too: a run started inside that window shares the
+# cores with the other library's spinning threads. Measured on 2 cores without the pause,
+# PyTorch's one-batch inference took 0.11-0.14 s right after barenet and 0.034 s after
+# itself; with it, the spread is gone.
+SETTLE_SECONDS = 0.3
+
+
 def alternate(runs: dict[str, Callable[[], float | None]], *, repeats: int,
-              warmup: int = 1) -> dict[str, list[float]]:
+              warmup: int = 1, settle: float | None = None) -> dict[str, list[float]]:
     """Call each run in turn, `warmup` untimed rounds then `repeats` timed rounds.
 
     A run may return its own duration as a float (so it can leave set-up out); any other
-    return value has the call timed whole. The order flips every round (ABBA), so neither
-    side always runs right after the other's cache-trashing or thread spin-down.
+    return value has the call timed whole. The order flips every round (ABBA), and each run
+    starts `settle` seconds (default SETTLE_SECONDS) after the previous one ended.
     """
+    settle = SETTLE_SECONDS if settle is None else settle
+
     def timed(fn):
+        if settle:
+            time.sleep(settle)
         start = time.perf_counter()
         own = fn()
         return own if isinstance(own, float) else time.perf_counter() - start

@@ -22,7 +22,7 @@ def test_training_and_inference_cases_run(tiny_data, tmp_path, no_torch):
         pytest.importorskip("torch")
     out = tmp_path / "bench.json"
     argv = ["--cases", "epoch-sgd", "epoch-adam", "infer-batch", "infer-128", "recipe",
-            "--epochs", "1", "--limit", "256", "--json", str(out)]
+            "--epochs", "1", "--limit", "256", "--settle", "0", "--json", str(out)]
     assert main(argv + (["--no-torch"] if no_torch else [])) == 0
     report = json.loads(out.read_text())
     rows = {r["case"]: r for r in report["results"]}
@@ -39,7 +39,7 @@ def test_training_and_inference_cases_run(tiny_data, tmp_path, no_torch):
 def test_alternate_flips_order_and_uses_own_durations():
     calls = []
     runs = {"a": lambda: calls.append("a"), "b": lambda: (calls.append("b"), 0.5)[1]}
-    samples = common.alternate(runs, repeats=3, warmup=1)
+    samples = common.alternate(runs, repeats=3, warmup=1, settle=0.0)
     assert calls == ["a", "b", "a", "b", "b", "a", "a", "b"]
     assert samples["b"] == [0.5, 0.5, 0.5] and len(samples["a"]) == 3
 
