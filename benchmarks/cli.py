@@ -22,7 +22,8 @@ def parse_args(argv):
     p.add_argument("--cases", nargs="+", choices=CASES, metavar="CASE", default=list(CASES),
                    help=f"cases to run (default: all): {', '.join(CASES)}")
     p.add_argument("--quick", action="store_true",
-                   help="fewer repetitions (3 epochs); the recipe and RSS cases run shorter")
+                   help="fewer repetitions (3 epochs), the recipe for barenet alone, RSS "
+                        "over a 2-epoch training")
     p.add_argument("--epochs", type=int, default=None,
                    help="measured epochs per epoch case, after one warm-up (default 7, quick 3)")
     p.add_argument("--json", type=Path, default=DEFAULT_JSON,
