@@ -34,3 +34,10 @@ def tiny_data(monkeypatch):
 
     monkeypatch.setattr(barenet.data, "load_dataset", fake_load)
     return data
+
+
+@pytest.fixture(autouse=True)
+def _no_report_after_train(request, monkeypatch):
+    """report.html after every test training run costs seconds; only the report tests want it."""
+    if request.module.__name__.rsplit(".", 1)[-1] not in ("test_report",):
+        monkeypatch.setattr("barenet.app.runs._write_report", lambda out: None)

@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code instead of exiting (tests call main([...]))."""
     args = list(sys.argv[1:] if argv is None else argv)
     if argv is None and not args and sys.stdin.isatty() and sys.stdout.isatty():
-        from .menu import run_menu                      # `barenet` alone on a terminal
+        from .menu import run_menu  # `barenet` alone on a terminal
         return run_menu()
     try:
         result = cli.main(args=args, prog_name="barenet", standalone_mode=False)
