@@ -39,24 +39,31 @@ def _user_errors():
 
 # Commands that live in their own modules, imported only when used: "name": "module:attribute".
 LAZY_COMMANDS = {
-    "gradcheck": "barenet.app.gradcheck_cmd:command",
-    "lr-find": "barenet.app.lrfind:command",
-    "report": "barenet.app.report:command",
-    "compare": "barenet.app.compare:command",
-    "explore": "barenet.app.explore:command",
-    "serve": "barenet.app.server:command",
-    "augment-preview": "barenet.app.augment_preview:command",
-    "ensemble": "barenet.app.ensemble_cmd:command",
+    "gradcheck": ("barenet.app.gradcheck_cmd:command",
+                  "Check every layer's backward pass against numerical gradients."),
+    "lr-find": ("barenet.app.lrfind:command", "Learning-rate range test: plot and suggestion."),
+    "report": ("barenet.app.report:command", "Write report.html (plots, metrics) for a run."),
+    "compare": ("barenet.app.compare:command", "Compare runs: config differences and curves."),
+    "explore": ("barenet.app.explore:command", "Browse test images and predictions (terminal)."),
+    "serve": ("barenet.app.server:command", "Draw-a-digit web page and JSON API."),
+    "augment-preview": ("barenet.app.augment_preview:command",
+                        "Picture of augmented digits for a config."),
+    "ensemble": ("barenet.app.ensemble_cmd:command",
+                 "Average several trained models into one model file."),
 }
 
 
 class LazyGroup(click.Group):
-    """A click group that imports a command's module only when that command runs."""
+    """A click group that imports a command's module only when that command runs.
 
-    def _available(self) -> dict[str, str]:
+    Listing commands (--help) uses the short help above, so FastAPI, textual and matplotlib
+    are never imported just to print usage.
+    """
+
+    def _available(self) -> dict[str, tuple[str, str]]:
         import importlib.util
-        return {name: target for name, target in LAZY_COMMANDS.items()
-                if importlib.util.find_spec(target.split(":")[0]) is not None}
+        return {name: entry for name, entry in LAZY_COMMANDS.items()
+                if importlib.util.find_spec(entry[0].split(":")[0]) is not None}
 
     def list_commands(self, ctx):
         return sorted({*super().list_commands(ctx), *self._available()})
@@ -66,8 +73,14 @@ class LazyGroup(click.Group):
         if command is not None or name not in self._available():
             return command
         import importlib
-        module, attribute = LAZY_COMMANDS[name].split(":")
+        module, attribute = LAZY_COMMANDS[name][0].split(":")
         return getattr(importlib.import_module(module), attribute)
+
+    def format_commands(self, ctx, formatter):
+        rows = [(name, cmd.get_short_help_str(60)) for name, cmd in self.commands.items()]
+        rows += [(name, entry[1]) for name, entry in self._available().items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(sorted(rows))
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
