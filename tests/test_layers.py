@@ -131,3 +131,12 @@ def test_batchnorm_eval_uses_running_stats():
     layer.training = False
     y = layer.forward(x)
     assert np.allclose(y.mean(0), 0, atol=1e-4)
+
+
+def test_batchnorm1d_eval_mode_gradient_check():
+    rng = np.random.default_rng(5)
+    layer = bn.BatchNorm1d(4, dtype=np.float64)
+    layer.forward(rng.standard_normal((20, 4)) * 3 + 1)      # non-trivial running stats
+    layer.training = False
+    errors = check_layer(layer, rng.standard_normal((6, 4)), rng=rng)
+    assert max(errors.values()) < 1e-6, errors

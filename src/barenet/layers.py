@@ -252,9 +252,11 @@ class BatchNorm1d(Layer):
         self.running_var = np.ones(num_features, dtype=dtype)
 
     def forward(self, x):
-        if not self.training:
-            inv_std = 1.0 / np.sqrt(self.running_var + self.eps)
-            return (x - self.running_mean) * (inv_std * self.gamma.data) + self.beta.data
+        self._eval = not self.training
+        if self._eval:                                 # fixed statistics: an affine map
+            self._inv_std = 1.0 / np.sqrt(self.running_var + self.eps)
+            self._xhat = (x - self.running_mean) * self._inv_std
+            return self._xhat * self.gamma.data + self.beta.data
         n = x.shape[0]
         mean = x.mean(axis=0)
         xc = x - mean
@@ -274,6 +276,8 @@ class BatchNorm1d(Layer):
         grad_out.sum(axis=0, out=self.beta.grad)
         if not need_input_grad:
             return None
+        if self._eval:                                 # running stats do not depend on x
+            return grad_out * (self.gamma.data * self._inv_std)
         # dx = gamma/std * (g - mean(g) - xhat * mean(g * xhat)), all over the batch axis
         n = grad_out.shape[0]
         return (self.gamma.data * self._inv_std) * (
