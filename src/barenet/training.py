@@ -118,10 +118,16 @@ class TrainState:
 
 
 def split_validation(x: np.ndarray, y: np.ndarray, fraction: float, rng=None):
-    """Seeded random split: ((x_train, y_train), (x_val, y_val)); fraction 0 gives no val set."""
-    if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"validation fraction must be in [0, 1), got {fraction}")
-    n_val = int(round(len(x) * fraction))
+    """Seeded random split: ((x_train, y_train), (x_val, y_val)); 0 gives no val set.
+
+    fraction < 1 is a share of the images; a whole number >= 1 is a count of images.
+    """
+    if fraction < 0 or (fraction >= 1 and not float(fraction).is_integer()):
+        raise ValueError(f"validation must be a fraction in [0, 1) or a whole count, "
+                         f"got {fraction}")
+    n_val = int(fraction) if fraction >= 1 else int(round(len(x) * fraction))
+    if n_val >= len(x):
+        raise ValueError(f"validation asks for {n_val} images but there are only {len(x)}")
     if n_val == 0:
         return (x, y), None
     order = as_rng(rng).permutation(len(x))

@@ -34,7 +34,15 @@ from ..serialize import (
     save_arrays,
     save_model,
 )
-from ..training import Callback, EarlyStopping, History, TrainState, evaluate, fit
+from ..training import (
+    Callback,
+    EarlyStopping,
+    History,
+    TrainState,
+    evaluate,
+    fit,
+    split_validation,
+)
 
 MODEL_FILE = "model.safetensors"
 CHECKPOINT_FILE = "checkpoint.safetensors"
@@ -54,15 +62,11 @@ def seeds_for(seed: int) -> tuple[np.random.Generator, ...]:
 
 
 def split(x, y, validation: float, rng):
-    n_val = int(validation) if validation >= 1 else int(round(len(x) * validation))
-    if n_val >= len(x):
-        raise RunError(f"data.validation asks for {n_val} images but the training set has "
-                       f"{len(x)}")
-    if n_val == 0:
-        return (x, y), None
-    order = rng.permutation(len(x))
-    val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
-    return (x[train], y[train]), (x[val], y[val])
+    """training.split_validation, with its complaint as a RunError for the CLI."""
+    try:
+        return split_validation(x, y, validation, rng)
+    except ValueError as exc:
+        raise RunError(f"data.validation: {exc}") from None
 
 
 def _dropout_rngs(model) -> list[np.random.Generator]:
