@@ -36,6 +36,10 @@ class Layer:
     """Base class: stateless by default, no parameters, train mode on."""
 
     training = True
+    # True when forward() in eval mode computes its output from its argument alone (what it
+    # stores on self is never read back), so row chunks of one batch may run in parallel
+    # threads (barenet.parallel). Layers with reused scratch buffers (Conv2D) keep False.
+    row_parallel = False
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError  # abstract
@@ -139,8 +143,8 @@ class Sigmoid(Layer):
     """1 / (1 + exp(-x)); dy/dx = y (1 - y)."""
 
     def forward(self, x):
-        self._y = sigmoid(x)
-        return self._y
+        self._y = y = sigmoid(x)
+        return y
 
     def backward(self, grad_out, need_input_grad=True):
         return grad_out * self._y * (1.0 - self._y)
@@ -150,8 +154,8 @@ class Tanh(Layer):
     """tanh(x); dy/dx = 1 - y^2."""
 
     def forward(self, x):
-        self._y = np.tanh(x)
-        return self._y
+        self._y = y = np.tanh(x)
+        return y
 
     def backward(self, grad_out, need_input_grad=True):
         return grad_out * (1.0 - self._y * self._y)
@@ -168,8 +172,8 @@ class GELU(Layer):
 
     def forward(self, x):
         self._x = x
-        self._t = np.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x * x * x))
-        return 0.5 * x * (1.0 + self._t)
+        self._t = t = np.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x * x * x))
+        return 0.5 * x * (1.0 + t)
 
     def backward(self, grad_out, need_input_grad=True):
         x, t = self._x, self._t
@@ -182,8 +186,8 @@ class SiLU(Layer):
 
     def forward(self, x):
         self._x = x
-        self._s = sigmoid(x)
-        return x * self._s
+        self._s = s = sigmoid(x)
+        return x * s
 
     def backward(self, grad_out, need_input_grad=True):
         s = self._s
@@ -202,8 +206,8 @@ class Softmax(Layer):
     """Softmax over the last axis (for inference; train with the fused softmax cross-entropy)."""
 
     def forward(self, x):
-        self._y = softmax(x)
-        return self._y
+        self._y = y = softmax(x)
+        return y
 
     def backward(self, grad_out, need_input_grad=True):
         y = self._y                                  # J^T g = y * (g - sum(g * y))
@@ -254,9 +258,9 @@ class BatchNorm1d(Layer):
     def forward(self, x):
         self._eval = not self.training
         if self._eval:                                 # fixed statistics: an affine map
-            self._inv_std = 1.0 / np.sqrt(self.running_var + self.eps)
-            self._xhat = (x - self.running_mean) * self._inv_std
-            return self._xhat * self.gamma.data + self.beta.data
+            self._inv_std = inv_std = 1.0 / np.sqrt(self.running_var + self.eps)
+            self._xhat = xhat = (x - self.running_mean) * inv_std
+            return xhat * self.gamma.data + self.beta.data
         n = x.shape[0]
         mean = x.mean(axis=0)
         xc = x - mean
@@ -303,6 +307,10 @@ class Flatten(Layer):
     def backward(self, grad_out, need_input_grad=True):
         return grad_out.reshape(self._shape)
 
+
+for _cls in (Dense, ReLU, LeakyReLU, Sigmoid, Tanh, GELU, SiLU, Softmax, Dropout, BatchNorm1d,
+             Flatten):
+    _cls.row_parallel = True
 
 LAYERS: dict[str, type[Layer]] = {
     cls.__name__: cls

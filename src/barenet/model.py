@@ -9,6 +9,7 @@ import numpy as np
 
 from .init import as_rng
 from .layers import LAYERS, Layer, Parameter, softmax
+from .parallel import run_rows
 
 PIXEL_SCALE = 1.0 / 255.0
 
@@ -74,20 +75,37 @@ class Sequential:
             layer.training = False
         return self
 
-    def predict_proba(self, x: np.ndarray, batch_size: int = 10_000) -> np.ndarray:
-        """Class probabilities (N, K) in eval mode; uint8 images are scaled to [0, 1]."""
+    def logits(self, x: np.ndarray, batch_size: int = 10_000) -> np.ndarray:
+        """Eval-mode outputs (N, K) before the softmax; uint8 images are scaled to [0, 1].
+
+        Each batch of an all-row-wise model (MLPs) is split across the BLAS threads, one
+        chunk per core with one BLAS thread each (barenet.parallel): the element-wise passes
+        then run on every core too, not only the GEMMs.
+        """
         was_training = self.training
         self.eval()
+        parallel = all(layer.row_parallel for layer in self.layers)
+        forward = self._forward_input
         try:
-            out = [softmax(self.forward(as_input(x[i:i + batch_size])))
-                   for i in range(0, len(x), batch_size)]
+            out = [run_rows(forward, x[i:i + batch_size]) if parallel
+                   else forward(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
         finally:
             if was_training:
                 self.train()
         return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
+    def _forward_input(self, x: np.ndarray) -> np.ndarray:
+        return self.forward(as_input(x))
+
+    def predict_proba(self, x: np.ndarray, batch_size: int = 10_000) -> np.ndarray:
+        """Class probabilities (N, K) in eval mode; uint8 images are scaled to [0, 1]."""
+        logits = self.logits(x, batch_size)
+        return softmax(logits) if logits.size else logits
+
     def predict(self, x: np.ndarray, batch_size: int = 10_000) -> np.ndarray:
-        return self.predict_proba(x, batch_size).argmax(axis=1)
+        """Predicted class per row: the argmax of the logits (softmax keeps the order)."""
+        logits = self.logits(x, batch_size)
+        return logits.argmax(axis=1) if logits.size else np.zeros(len(x), np.int64)
 
     # Description and state, for model files and checkpoints.
 

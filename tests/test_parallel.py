@@ -1,0 +1,63 @@
+"""Row-parallel inference: same numbers as one serial pass, only for models that allow it."""
+
+import numpy as np
+import pytest
+
+import barenet as bn
+from barenet import parallel
+from barenet.conv import BatchNorm2d, Conv2D, MaxPool2D
+
+
+def mlp(rng=0):
+    return bn.Sequential(bn.Dense(784, 64, rng=rng), bn.BatchNorm1d(64), bn.GELU(),
+                         bn.Dropout(0.3), bn.Dense(64, 32, rng=rng), bn.Tanh(),
+                         bn.Dense(32, 10, rng=rng))
+
+
+def images(n, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, 28, 28), dtype=np.uint8)
+
+
+def test_run_rows_matches_one_call_whatever_the_split(monkeypatch):
+    x = np.random.default_rng(1).normal(size=(5000, 7)).astype(np.float32)
+    w = np.random.default_rng(2).normal(size=(7, 3)).astype(np.float32)
+
+    def fn(rows):
+        return np.tanh(rows @ w)
+
+    expected = fn(x)
+    controller, _ = parallel._controller()
+    if controller is None:
+        pytest.skip("threadpoolctl finds no multi-threaded BLAS here: run_rows is serial")
+    # Force a split even on a one-core runner: chunks of 1024 rows, up to 4 threads.
+    monkeypatch.setattr(parallel, "_controller", lambda: (controller, 4))
+    assert parallel.threads_for(len(x)) == 4
+    np.testing.assert_allclose(parallel.run_rows(fn, x), expected, rtol=1e-6, atol=1e-6)
+    assert parallel.run_rows(fn, x[:10]).shape == (10, 3)          # too small: one call
+
+
+def test_mlp_predictions_equal_the_serial_forward_pass():
+    model = mlp()
+    model.eval()
+    x = images(4096)
+    serial = model.forward(bn.model.as_input(x))
+    assert all(layer.row_parallel for layer in model.layers)
+    np.testing.assert_allclose(model.logits(x), serial, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(model.predict(x), model.predict_proba(x).argmax(axis=1))
+    assert model.training is False
+
+
+def test_predict_restores_train_mode_and_handles_empty_input():
+    model = mlp()
+    assert model.predict(images(0)).shape == (0,)
+    assert model.predict_proba(images(3)).shape == (3, 10)
+    assert model.training is True
+
+
+def test_layers_with_scratch_buffers_are_never_split():
+    cnn = bn.Sequential(Conv2D(1, 4, 3, rng=0), BatchNorm2d(4), bn.ReLU(), MaxPool2D(2),
+                        bn.Flatten(), bn.Dense(4 * 13 * 13, 10, rng=0))
+    assert not all(layer.row_parallel for layer in cnn.layers)
+    x = images(2048)
+    cnn.eval()
+    np.testing.assert_allclose(cnn.logits(x), cnn.forward(bn.model.as_input(x)), rtol=1e-6)
