@@ -9,8 +9,8 @@ from pathlib import Path
 
 from . import common
 
-CASES = ("epoch-sgd", "epoch-adam", "infer-batch", "infer-128", "recipe", "rss", "startup",
-         "load")
+CASES = ("epoch-sgd", "epoch-adam", "infer-batch", "infer-128", "epoch-cnn", "recipe", "rss",
+         "startup", "load")
 DEFAULT_JSON = Path(__file__).parent / "results" / "latest.json"
 
 
@@ -51,13 +51,13 @@ def load_data(data_dir):
 
 
 def run_cases(args, torch, say) -> list[common.Result]:
-    from . import mlp, process, recipe
+    from . import cnn, mlp, process, recipe
 
     quick = args.quick
     epochs = args.epochs or (3 if quick else 7)
     repeats = 5 if quick else 15
     data = load_data(args.data_dir) if set(args.cases) & {
-        "epoch-sgd", "epoch-adam", "infer-batch", "infer-128"} else None
+        "epoch-sgd", "epoch-adam", "infer-batch", "infer-128", "epoch-cnn"} else None
     jobs = {
         "epoch-sgd": lambda: mlp.epoch_case("sgd", data, torch, epochs=epochs,
                                             limit=args.limit),
@@ -65,6 +65,8 @@ def run_cases(args, torch, say) -> list[common.Result]:
                                              limit=args.limit),
         "infer-batch": lambda: mlp.inference_case(None, data, torch, repeats=repeats),
         "infer-128": lambda: mlp.inference_case(128, data, torch, repeats=repeats),
+        "epoch-cnn": lambda: cnn.epoch_case(data, torch, epochs=args.epochs or (3 if quick else 5),
+                                            limit=args.limit),
         "recipe": lambda: recipe.recipe_case(None if quick else torch,
                                              data_dir=args.data_dir),
         "rss": lambda: process.rss_case(epochs=2 if quick else None, data_dir=args.data_dir),

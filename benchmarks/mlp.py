@@ -80,9 +80,11 @@ class TorchTrainer:
     `validation` is evaluated inside the timed epoch, as barenet's fit does.
     """
 
-    def __init__(self, net, optimizer, x, y, torch, *, seed=0, lr_at=None, validation=None):
+    def __init__(self, net, optimizer, x, y, torch, *, seed=0, lr_at=None, validation=None,
+                 sample_shape=(-1,)):
         self.torch, self.net, self.optimizer = torch, net, optimizer
-        self.x = torch.from_numpy(np.ascontiguousarray(x.reshape(len(x), -1)))   # uint8 (N, D)
+        # uint8 (N, D) for an MLP; sample_shape=(1, 28, 28) gives a CNN its (N, C, H, W).
+        self.x = torch.from_numpy(np.ascontiguousarray(x.reshape(len(x), *sample_shape)))
         self.y = torch.from_numpy(y.astype(np.int64))
         self.generator = torch.Generator().manual_seed(seed)
         self.lr_at, self.epochs_done = lr_at, 0

@@ -21,12 +21,13 @@ def test_training_and_inference_cases_run(tiny_data, tmp_path, no_torch):
     if not no_torch:
         pytest.importorskip("torch")
     out = tmp_path / "bench.json"
-    argv = ["--cases", "epoch-sgd", "epoch-adam", "infer-batch", "infer-128", "recipe",
-            "--epochs", "1", "--limit", "256", "--settle", "0", "--json", str(out)]
+    argv = ["--cases", "epoch-sgd", "epoch-adam", "infer-batch", "infer-128", "epoch-cnn",
+            "recipe", "--epochs", "1", "--limit", "256", "--settle", "0", "--json", str(out)]
     assert main(argv + (["--no-torch"] if no_torch else [])) == 0
     report = json.loads(out.read_text())
     rows = {r["case"]: r for r in report["results"]}
-    assert set(rows) == {"epoch-sgd", "epoch-adam", "infer-batch", "infer-128", "recipe"}
+    assert set(rows) == {"epoch-sgd", "epoch-adam", "infer-batch", "infer-128", "epoch-cnn",
+                         "recipe"}
     for row in rows.values():
         assert row["barenet"] is not None and row["barenet"] > 0
         assert (row["torch"] is None) == no_torch
@@ -57,3 +58,15 @@ def test_subprocess_helpers_run():
     assert code == 0 and seconds > 0 and peak_mb > 1
     result = process.startup_case(repeats=1)
     assert result.case == "startup" and result.barenet > 0
+
+
+def test_cnn_twin_computes_the_same_logits():
+    torch = pytest.importorskip("torch")
+    import numpy as np
+    from benchmarks import cnn
+
+    model = cnn.build_barenet(seed=3)
+    x = np.random.default_rng(0).random((4, 1, 28, 28), dtype=np.float32)
+    with torch.no_grad():
+        twin = cnn.torch_twin(model, torch)(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(model.forward(x), twin, rtol=1e-4, atol=1e-5)
