@@ -166,6 +166,8 @@ def test_registered_and_rebuilt_from_architecture():
     rebuilt.load_state_arrays(model.state_arrays())
     x = np.random.default_rng(0).random((3, 28, 28), dtype=np.float32)   # (N, 28, 28) input
     assert np.allclose(rebuilt.eval().forward(x), model.eval().forward(x))
+    # Flat rows of a square image, as a CSV or an MLP pipeline hands them over, work too.
+    assert np.array_equal(model.forward(x.reshape(3, 784)), model.forward(x))
 
 
 def test_small_cnn_learns_synthetic_digits():

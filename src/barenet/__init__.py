@@ -2,6 +2,15 @@
 
 __version__ = "0.1.0"
 
+from .conv import (
+    AvgPool2D,
+    BatchNorm2d,
+    Conv2D,
+    Dropout2d,
+    GlobalAvgPool2D,
+    MaxPool2D,
+)
+from .ensemble import Ensemble
 from .layers import (
     GELU,
     BatchNorm1d,
@@ -34,7 +43,8 @@ from .serialize import load_model, save_model
 from .training import Callback, EarlyStopping, History, evaluate, fit, split_validation
 
 __all__ = [
-    "GELU", "SGD", "Adam", "AdamW", "BatchNorm1d", "Callback", "CosineWarmup", "Dense",
+    "AvgPool2D", "BatchNorm2d", "Conv2D", "Dropout2d", "Ensemble", "GlobalAvgPool2D",
+    "MaxPool2D", "GELU", "SGD", "Adam", "AdamW", "BatchNorm1d", "Callback", "CosineWarmup", "Dense",
     "Dropout", "EarlyStopping", "ExponentialDecay", "Flatten", "History", "Layer", "LeakyReLU",
     "OneCycle", "Parameter", "RMSprop", "ReLU", "ReduceOnPlateau", "Sequential", "SiLU",
     "Sigmoid", "Softmax", "StepDecay", "Tanh", "evaluate", "fit", "load_model",

@@ -5,6 +5,8 @@ Also the JSON architecture description that rebuilds a model (used by serialize.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .init import as_rng
@@ -31,13 +33,18 @@ class Sequential:
         self.training = True
 
     def _adapt(self, x: np.ndarray) -> np.ndarray:
-        # Images (N, 28, 28) flatten for a Dense first layer and gain a channel axis for a conv.
+        # Images (N, 28, 28) flatten for a Dense first layer and gain a channel axis for a conv;
+        # flat rows of a square image, (N, 784), become (N, 1, 28, 28) for a conv.
         first = self.layers[0] if self.layers else None
         want = getattr(first, "input_ndim", 2)
         if x.ndim > want and want == 2:
             return x.reshape(x.shape[0], -1)
         if x.ndim == 3 and want == 4:
             return x[:, None]
+        if x.ndim == 2 and want == 4:                   # flat (N, 784) rows of square images
+            side = math.isqrt(x.shape[1])
+            if side * side == x.shape[1]:
+                return x.reshape(x.shape[0], 1, side, side)
         return x
 
     def forward(self, x: np.ndarray) -> np.ndarray:
