@@ -54,10 +54,10 @@ def test_predict_restores_train_mode_and_handles_empty_input():
     assert model.training is True
 
 
-def test_layers_with_scratch_buffers_are_never_split():
+def test_layers_with_scratch_buffers_are_never_split_and_run_in_smaller_batches():
     cnn = bn.Sequential(Conv2D(1, 4, 3, rng=0), BatchNorm2d(4), bn.ReLU(), MaxPool2D(2),
                         bn.Flatten(), bn.Dense(4 * 13 * 13, 10, rng=0))
     assert not all(layer.row_parallel for layer in cnn.layers)
     x = images(2048)
     cnn.eval()
-    np.testing.assert_allclose(cnn.logits(x), cnn.forward(bn.model.as_input(x)), rtol=1e-6)
+    np.testing.assert_allclose(cnn.logits(x), cnn.forward(bn.model.as_input(x)), atol=1e-5)

@@ -60,11 +60,14 @@ class Ensemble:
     def predict(self, x: np.ndarray, batch_size: int = 10_000) -> np.ndarray:
         return self.predict_proba(x, batch_size).argmax(axis=1)
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def logits(self, x: np.ndarray, batch_size: int = 10_000) -> np.ndarray:
         """Log of the mean probabilities: logits whose softmax is the ensemble's prediction,
         so training.evaluate() reports the ensemble's accuracy and cross-entropy."""
-        probs = self.predict_proba(x)
+        probs = self.predict_proba(x, batch_size)
         return np.log(np.maximum(probs, np.float32(1e-30)))
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        return self.logits(x)
 
     __call__ = forward
 

@@ -14,6 +14,7 @@ from .layers import LAYERS, Layer, Parameter, softmax
 from .parallel import run_rows
 
 PIXEL_SCALE = 1.0 / 255.0
+MAP_BATCH = 1000       # inference batch cap for models with feature maps (conv layers)
 
 
 def as_input(x: np.ndarray, dtype=np.float32) -> np.ndarray:
@@ -92,6 +93,8 @@ class Sequential:
         was_training = self.training
         self.eval()
         parallel = all(layer.row_parallel for layer in self.layers)
+        if not parallel:    # feature maps: 10,000 images of 32x24x24 floats alone are 740 MB
+            batch_size = min(batch_size, MAP_BATCH)
         forward = self._forward_input
         try:
             out = [run_rows(forward, x[i:i + batch_size]) if parallel

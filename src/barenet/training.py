@@ -15,7 +15,7 @@ import numpy as np
 
 from .init import as_rng
 from .losses import softmax_cross_entropy
-from .model import PIXEL_SCALE, Sequential, as_input
+from .model import PIXEL_SCALE, Sequential
 from .optim import Optimizer, ReduceOnPlateau, Schedule
 
 LossFn = Callable[[np.ndarray, np.ndarray], tuple[float, np.ndarray]]
@@ -143,7 +143,7 @@ def evaluate(model: Sequential, x: np.ndarray, labels: np.ndarray, *,
     total_loss, correct = 0.0, 0
     try:
         for i in range(0, len(x), batch_size):
-            logits = model.forward(as_input(x[i:i + batch_size]))
+            logits = model.logits(x[i:i + batch_size], batch_size)
             yb = labels[i:i + batch_size]
             batch_loss, _ = loss(logits, yb)
             total_loss += batch_loss * len(yb)
