@@ -43,6 +43,74 @@ def test_training_writes_a_self_contained_report(run_dir):
         assert text in page, text
 
 
+def page_text(page: str) -> str:
+    """The page without its embedded PNGs (base64 could spell anything)."""
+    return re.sub(r"base64,[^\"]+", "", page)
+
+
+def test_mnist_report_speaks_of_digits(run_dir):
+    page = page_text((run_dir / "report.html").read_text())
+    for text in ("<h2>Per digit</h2>", "<th>digit</th>", "<tr><td>0</td>", "Accuracy per digit",
+                 "Rows are true digits", "probability of the predicted digit",
+                 "The first test image of each digit"):
+        assert text in page, text
+    assert "class</th>" not in page and "T-shirt" not in page and "Per class" not in page
+
+
+def test_fashion_report_names_the_classes_and_never_says_digit(tiny_data, tmp_path):
+    out = tmp_path / "fashion"
+    assert main(["train", *TINY, "--dataset", "fashion-mnist", "--out", str(out), "-q"]) == 0
+    page = page_text((out / "report.html").read_text())
+    assert "digit" not in page.lower()
+    for text in ("fashion-mnist test set", "<h2>Per class</h2>", "<th>class</th>",
+                 "<tr><td>T-shirt/top</td>", "<tr><td>Ankle boot</td>", "Accuracy per class",
+                 "Rows are true classes", "probability of the predicted class"):
+        assert text in page, text
+
+
+def figure_texts(fig) -> list[str]:
+    from matplotlib.text import Text
+    return [t.get_text() for t in fig.findobj(Text) if t.get_text()]
+
+
+def test_plots_name_fashion_classes_and_keep_digits_for_mnist(tiny_data):
+    from barenet.app import plots
+    from barenet.data import class_names
+    from barenet.metrics import classification_report
+
+    names = class_names("fashion_mnist")
+    assert class_names("mnist") is None and names[0] == "T-shirt/top" and len(names) == 10
+    (_, _), (x, y) = tiny_data
+    y = y.astype(np.int64)
+    probs = np.random.default_rng(0).dirichlet(np.full(10, 0.3), len(y))
+    report = classification_report(y, probs)
+    cm = np.array(report["confusion_matrix"])
+    gradients, targets = input_gradient(Sequential(Dense(784, 10, rng=0)).eval(), x[:10])
+
+    def texts(names):
+        figures = [plots.confusion_heatmap(cm, names=names),
+                   plots.per_class_accuracy_bars(report["per_class"], report["accuracy"],
+                                                 names=names),
+                   plots.misclassified_grid(x, y, probs, names=names),
+                   plots.prediction_grid(x, y, probs, names=names),
+                   plots.confidence_histogram(y, probs, names=names),
+                   plots.reliability_diagram(report["reliability"], report["ece"], names=names),
+                   plots.saliency_figure(x[:10], y[:10], probs[:10], gradients, targets,
+                                         names=names)]
+        return "\n".join(t for fig in figures for t in figure_texts(fig))
+
+    fashion, mnist = texts(names), texts(None)
+    assert "digit" not in fashion.lower()
+    for text in ("predicted class", "true class", "Accuracy per class", "Ankle boot",
+                 "T-shirt/top", "Ankle\nboot", "T-shirt →", "predicted class's score",
+                 "bars: 0 T-shirt/top, 1 Trouser"):
+        assert text in fashion, text
+    for text in ("predicted digit", "true digit", "Accuracy per digit", "true 7 → ",
+                 "predicted digit's score", "green: the true digit"):
+        assert text in mnist, text
+    assert "class" not in mnist and "T-shirt" not in mnist
+
+
 def test_report_command_regenerates_it_and_saves_chosen_pngs(run_dir, tmp_path, capsys):
     (run_dir / "report.html").unlink()
     images = tmp_path / "images"

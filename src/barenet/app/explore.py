@@ -18,8 +18,6 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import Footer, Header, Input, Static
 
-FASHION_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                 "Sneaker", "Bag", "Ankle boot")
 _EIGHTHS = " ▏▎▍▌▋▊▉█"  # partial blocks for bars with 1/8-character resolution
 
 
@@ -272,7 +270,7 @@ def build_app(model_arg: str, data_dir=None, start: int = 0) -> ExploreApp:
     _, (x_test, y_test) = data.load_dataset(dataset, data_dir)
     probs = net.predict_proba(x_test)
     accuracy = float(np.mean(probs.argmax(axis=1) == y_test))
-    names = FASHION_NAMES if dataset == "fashion-mnist" else None
+    names = data.class_names(dataset)
     title = f"{Path(model_arg).name} · {dataset} test accuracy {accuracy:.2%}"
     return ExploreApp(x_test, y_test, probs, title=title, names=names, start=start)
 

@@ -1,9 +1,12 @@
 """Pictures of a run: training curves, confusion matrix, image grids, calibration, saliency.
 
 Each function returns a matplotlib Figure built without pyplot (no global state, no GUI);
-`png_bytes` and `save_png` render it with Agg. Grids of digits are drawn as one mosaic image
-with text on top rather than one axes per digit, which keeps a report to a few seconds.
+`png_bytes` and `save_png` render it with Agg. Grids of images are drawn as one mosaic image
+with text on top rather than one axes per image, which keeps a report to a few seconds.
 matplotlib is imported inside the functions: `pip install barenet[plots]`.
+
+Functions that name classes take `names`, the class names of the data set (Fashion-MNIST);
+the default None means the labels are digits, written as themselves.
 """
 
 from __future__ import annotations
@@ -34,6 +37,18 @@ def save_png(fig, path: str | Path) -> Path:
     path = Path(path)
     path.write_bytes(png_bytes(fig))
     return path
+
+
+def _noun(names) -> str:
+    """What a label is called in titles and axis labels."""
+    return "digit" if names is None else "class"
+
+
+def _label(k, names, short: bool = False) -> str:
+    """Label k as written: the digit itself, or its class name ("T-shirt" when short)."""
+    if names is None:
+        return str(k)
+    return names[k].split("/")[0] if short else names[k]
 
 
 def _margins(fig, left=0.75, right=0.2, bottom=0.6, top=0.45, wspace=None, hspace=None):
@@ -104,15 +119,17 @@ def training_curves(history: list[dict], title: str = "Training curves"):
     return fig
 
 
-def confusion_heatmap(cm: np.ndarray, title: str = "Confusion matrix"):
+def confusion_heatmap(cm: np.ndarray, title: str = "Confusion matrix", *, names=None):
     """Counts in every cell; colour on a log scale so that single mistakes still show."""
     from matplotlib.colors import LogNorm
 
     cm = np.asarray(cm)
     k = len(cm)
-    fig = _figure(7.3, 6.35)
-    ax = fig.add_axes((0.7 / 7.3, 0.6 / 6.35, 5.3 / 7.3, 5.3 / 6.35))
-    cax = fig.add_axes((6.15 / 7.3, 0.6 / 6.35, 0.2 / 7.3, 5.3 / 6.35))
+    left, bottom = (0.7, 0.6) if names is None else (1.35, 1.15)    # inches, room for names
+    width, height = 6.6 + left, 5.75 + bottom
+    fig = _figure(width, height)
+    ax = fig.add_axes((left / width, bottom / height, 5.3 / width, 5.3 / height))
+    cax = fig.add_axes(((left + 5.45) / width, bottom / height, 0.2 / width, 5.3 / height))
     shown = np.ma.masked_equal(cm, 0)
     cmap = _cmap("Blues").with_extremes(bad="white")
     image = ax.imshow(shown, cmap=cmap, norm=LogNorm(vmin=1, vmax=max(cm.max(), 2)))
@@ -124,7 +141,11 @@ def confusion_heatmap(cm: np.ndarray, title: str = "Confusion matrix"):
                 ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=fontsize,
                         color="white" if dark[i, j] else "black",
                         fontweight="bold" if i == j else "normal")
-    ax.set(xticks=range(k), yticks=range(k), xlabel="predicted digit", ylabel="true digit")
+    noun = _noun(names)
+    ax.set(xticks=range(k), yticks=range(k), xlabel=f"predicted {noun}", ylabel=f"true {noun}")
+    if names is not None:
+        ax.set_xticklabels(names, rotation=40, ha="right", rotation_mode="anchor")
+        ax.set_yticklabels(names)
     ax.set_title(f"{title}: {int(np.trace(cm))} of {int(cm.sum())} right, "
                  f"{int(cm.sum() - np.trace(cm))} wrong", fontsize=11)
     ax.tick_params(length=0)
@@ -208,7 +229,7 @@ def _tile_figure(tiles: np.ndarray, cols: int, *, title: str, labels=None, color
 
 
 def misclassified_grid(images: np.ndarray, labels: np.ndarray, probs: np.ndarray, *,
-                       n: int = 32, cols: int = 8):
+                       n: int = 32, cols: int = 8, names=None):
     """The n most confident mistakes on the test set, each with true, predicted, confidence.
 
     Returns None when there are no mistakes.
@@ -219,13 +240,18 @@ def misclassified_grid(images: np.ndarray, labels: np.ndarray, probs: np.ndarray
         return None
     confidence = probs[wrong, predicted[wrong]]
     chosen = wrong[np.argsort(-confidence, kind="stable")[:n]]
-    text = [f"true {labels[i]} → {predicted[i]}\n#{i} {_pct(probs[i, predicted[i]])}"
-            for i in chosen]
-    return _tile_figure(_ink(images[chosen]), cols, labels=text, label_lines=2,
-                        colors=[BAD] * len(chosen),
+    if names is None:
+        text = [f"true {labels[i]} → {predicted[i]}\n#{i} {_pct(probs[i, predicted[i]])}"
+                for i in chosen]
+    else:                                  # names are too wide for one line of a tile
+        text = [f"{_label(labels[i], names, True)} →\n{_label(predicted[i], names, True)}"
+                f"\n#{i} {_pct(probs[i, predicted[i]])}" for i in chosen]
+    noun = _noun(names)
+    return _tile_figure(_ink(images[chosen]), cols, labels=text,
+                        label_lines=2 if names is None else 3, colors=[BAD] * len(chosen),
                         title=f"The {len(chosen)} most confident mistakes "
                               f"(of {len(wrong)} on {len(labels)} test images)",
-                        caption="true digit → predicted digit; test-set index and the "
+                        caption=f"true {noun} → predicted {noun}; test-set index and the "
                                 "probability given to the prediction")
 
 
@@ -249,8 +275,10 @@ def _pct(p: float) -> str:
 
 
 def prediction_grid(images: np.ndarray, labels: np.ndarray, probs: np.ndarray,
-                    indices=None, *, cols: int = 6):
+                    indices=None, *, cols: int = 6, names=None):
     """Test images, each above its ten class probabilities as bars (predicted bar coloured).
+
+    The bars are labelled 0..9 whatever `names` says; the caption then lists the names.
 
     Everything is drawn in one axes whose data units are inches (y downwards): two dozen
     small axes with their ticks would take most of a report's time.
@@ -262,6 +290,9 @@ def prediction_grid(images: np.ndarray, labels: np.ndarray, probs: np.ndarray,
     rows = math.ceil(len(indices) / cols)
     k = probs.shape[1]
     cell_w, cell_h, top, side, bar_h = 1.75, 2.35, 0.6, 1.1, 0.55       # inches
+    head = 0.0 if names is None else 0.16           # a second line above each image
+    cell_h += head
+    top += 0.0 if names is None else 0.17           # a second caption line
     width, height = cell_w * cols, cell_h * rows + top
     fig = _figure(width, height)
     ax = fig.add_axes((0, 0, 1, 1))
@@ -274,13 +305,15 @@ def prediction_grid(images: np.ndarray, labels: np.ndarray, probs: np.ndarray,
         x0, y0 = c * cell_w, top + r * cell_h
         guess, truth = int(probs[i].argmax()), int(labels[i])
         color = GOOD if guess == truth else BAD
-        left, img_top = x0 + (cell_w - side) / 2, y0 + 0.22
+        left, img_top = x0 + (cell_w - side) / 2, y0 + 0.22 + head
         ax.imshow(images[i], cmap="gray_r", vmin=0, vmax=255, interpolation="nearest",
                   extent=(left, left + side, img_top + side, img_top))
         bars.append(Rectangle((left, img_top), side, side, fill=False))
         colors.append("none")
-        ax.text(x0 + cell_w / 2, img_top - 0.04, f"#{i}: true {truth}, predicted {guess}",
-                ha="center", va="bottom", fontsize=8.5, color=color)
+        heading = (f"#{i}: true {truth}, predicted {guess}" if names is None else
+                   f"#{i}: true {names[truth]}\npredicted {names[guess]}")
+        ax.text(x0 + cell_w / 2, img_top - 0.04, heading, ha="center", va="bottom",
+                fontsize=8.5, color=color)
         base, bx = img_top + side + 0.2 + bar_h, x0 + 0.2
         lines += [[(bx, base), (bx + k * slot_w, base)],
                   [(bx, base - bar_h), (bx + k * slot_w, base - bar_h)]]
@@ -291,7 +324,8 @@ def prediction_grid(images: np.ndarray, labels: np.ndarray, probs: np.ndarray,
             colors.append(bar_color)
             ax.text(bx + (j + 0.5) * slot_w, base + 0.03, str(j), ha="center", va="top",
                     fontsize=7)
-        ax.text(bx + k * slot_w, base - bar_h - 0.03, f"P({guess}) {_pct(probs[i, guess])}",
+        ax.text(bx + k * slot_w, base - bar_h - 0.03,
+                f"P({_label(guess, names)}) {_pct(probs[i, guess])}",
                 ha="right", va="bottom", fontsize=7.5, color=color)
     from matplotlib.collections import LineCollection
     ax.add_collection(LineCollection(lines, colors=["#57606a", "#d0d7de"] * len(indices),
@@ -303,12 +337,14 @@ def prediction_grid(images: np.ndarray, labels: np.ndarray, probs: np.ndarray,
                                       match_original=False))
     ax.text(width / 2, 0.12, "Sample predictions and their ten probabilities (dotted line: 1)",
             ha="center", va="top", fontsize=12)
-    ax.text(width / 2, 0.37, "green: the true digit, red: a wrong prediction", ha="center",
-            va="top", fontsize=9, color="#555555")
+    caption = f"green: the true {_noun(names)}, red: a wrong prediction"
+    if names is not None:
+        caption += "\nbars: " + ", ".join(f"{j} {name}" for j, name in enumerate(names))
+    ax.text(width / 2, 0.37, caption, ha="center", va="top", fontsize=9, color="#555555")
     return fig
 
 
-def confidence_histogram(labels: np.ndarray, probs: np.ndarray):
+def confidence_histogram(labels: np.ndarray, probs: np.ndarray, *, names=None):
     """Histogram of top-1 probability, right and wrong predictions separately (log counts)."""
     confidence = probs.max(axis=1)
     right = probs.argmax(axis=1) == labels
@@ -323,7 +359,7 @@ def confidence_histogram(labels: np.ndarray, probs: np.ndarray):
                 histtype="stepfilled", edgecolor=color)
     ax.set_yscale("log")
     _plain_log_axis(ax.yaxis)
-    ax.set(xlabel="confidence (probability of the predicted digit)",
+    ax.set(xlabel=f"confidence (probability of the predicted {_noun(names)})",
            ylabel="test images (log scale)",
            title="How sure the network is, when right and when wrong")
     _percent_axis(ax.xaxis)
@@ -333,7 +369,7 @@ def confidence_histogram(labels: np.ndarray, probs: np.ndarray):
     return fig
 
 
-def reliability_diagram(bins: list[dict], ece: float):
+def reliability_diagram(bins: list[dict], ece: float, *, names=None):
     """Accuracy against mean confidence per bin; below, how many images each bin holds."""
     fig = _figure(6.4, 6.2)
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
@@ -359,7 +395,7 @@ def reliability_diagram(bins: list[dict], ece: float):
                edgecolor="white")
     bottom.set_yscale("log")
     _plain_log_axis(bottom.yaxis, minor=False)
-    bottom.set(xlabel="confidence (probability of the predicted digit)",
+    bottom.set(xlabel=f"confidence (probability of the predicted {_noun(names)})",
                ylabel="images\n(log scale)")
     _percent_axis(bottom.xaxis)
     bottom.grid(alpha=0.3)
@@ -367,11 +403,12 @@ def reliability_diagram(bins: list[dict], ece: float):
     return fig
 
 
-def per_class_accuracy_bars(per_class: list[dict], overall: float):
-    """Recall (accuracy) per digit, labelled, with the overall accuracy as a dashed line."""
+def per_class_accuracy_bars(per_class: list[dict], overall: float, *, names=None):
+    """Recall (accuracy) per class, labelled, with the overall accuracy as a dashed line."""
     from matplotlib.ticker import MultipleLocator, PercentFormatter
 
-    fig = _figure(7.6, 4.2)
+    noun = _noun(names)
+    fig = _figure(7.6, 4.2 if names is None else 4.4)
     ax = fig.subplots()
     recall = np.array([row["recall"] for row in per_class])
     classes = [row["class"] for row in per_class]
@@ -382,17 +419,19 @@ def per_class_accuracy_bars(per_class: list[dict], overall: float):
         ax.text(c, v, f"{v:.1%}", ha="center", va="bottom", fontsize=8)
     ax.axhline(overall, color="#57606a", ls="--", lw=1)
     low = max(0.0, math.floor((recall.min() - 0.02) * 50) / 50)     # zoom in, on whole 2 %
-    ax.set(ylim=(low, 1.0 + (1.0 - low) * 0.08), xticks=classes, xlabel="true digit",
+    ax.set(ylim=(low, 1.0 + (1.0 - low) * 0.08), xticks=classes, xlabel=f"true {noun}",
            ylabel="accuracy (recall)")
+    if names is not None:                           # "T-shirt/\ntop", "Ankle\nboot": no overlap
+        ax.set_xticklabels([names[c].replace("/", "/\n").replace(" ", "\n") for c in classes])
     step = 0.005 if 1 - low <= 0.03 else 0.01 if 1 - low <= 0.1 else None
     if step:
         ax.yaxis.set_major_locator(MultipleLocator(step))
     ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=1 if step == 0.005 else 0))
-    title = f"Accuracy per digit (dashed: overall {overall:.2%}"
+    title = f"Accuracy per {noun} (dashed: overall {overall:.2%}"
     title += ", worst in red" if worst >= 0 else ""
     ax.set_title(title + (f"; the axis starts at {low:.0%})" if low > 0 else ")"), fontsize=11)
     ax.grid(axis="y", alpha=0.3)
-    _margins(fig, left=0.85)
+    _margins(fig, left=0.85, bottom=0.6 if names is None else 0.8)
     return fig
 
 
@@ -421,20 +460,26 @@ def first_layer_weights(model, n: int = 64, cols: int = 8):
 
 
 def saliency_figure(images: np.ndarray, labels: np.ndarray, probs: np.ndarray,
-                    gradients: np.ndarray, targets: np.ndarray):
+                    gradients: np.ndarray, targets: np.ndarray, *, names=None):
     """Per image: the input, |gradient| of the target class score, and the signed gradient."""
     n = len(images)
     tiles = np.concatenate([_ink(images), _colored(np.abs(gradients), "inferno", False),
                             _colored(gradients, "RdBu_r", True)])
     predicted = probs.argmax(axis=1)
-    text = [f"true {labels[i]} → {predicted[i]}\n{_pct(probs[i].max())}"
-            + (f", grad of {targets[i]}" if targets[i] != predicted[i] else "")
-            for i in range(n)]
+    if names is None:
+        text = [f"true {labels[i]} → {predicted[i]}\n{_pct(probs[i].max())}"
+                + (f", grad of {targets[i]}" if targets[i] != predicted[i] else "")
+                for i in range(n)]
+    else:                                  # names are too wide for one line of a tile
+        text = [f"{_label(labels[i], names, True)} →\n{_label(predicted[i], names, True)}"
+                f"\n{_pct(probs[i].max())}"
+                + (f"\ngrad of {_label(targets[i], names, True)}"
+                   if targets[i] != predicted[i] else "") for i in range(n)]
     colors = [GOOD if probs[i].argmax() == labels[i] else BAD for i in range(n)]
     return _tile_figure(tiles, n, labels=text + [""] * (2 * n), colors=colors + [None] * (2 * n),
-                        label_lines=2, tile_inches=0.95,
+                        label_lines=max(t.count("\n") + 1 for t in text), tile_inches=0.95,
                         row_labels=["input", "|gradient|", "gradient"],
-                        title="Saliency: which pixels move the predicted digit's score",
+                        title=f"Saliency: which pixels move the predicted {_noun(names)}'s score",
                         caption="d score / d pixel by backpropagation; red raises the score, "
                                 "blue lowers it")
 

