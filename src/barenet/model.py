@@ -14,6 +14,7 @@ from .layers import LAYERS, Dense, Layer, Parameter, softmax
 from .parallel import run_rows
 
 PIXEL_SCALE = 1.0 / 255.0
+SPARSE_MIN_ROWS = 256  # smallest uint8 chunk for which the first Dense skips empty pixels
 MAP_BATCH = 1000       # inference batch cap for models with feature maps (conv layers)
 
 
@@ -107,13 +108,15 @@ class Sequential:
     def _forward_input(self, x: np.ndarray) -> np.ndarray:
         """Eval-mode forward pass of raw input: uint8 images or float arrays."""
         first = self.layers[0] if self.layers else None
-        if x.dtype != np.uint8 or not isinstance(first, Dense) or self.training:
+        if (x.dtype != np.uint8 or not isinstance(first, Dense) or self.training
+                or len(x) < SPARSE_MIN_ROWS):
             return self.forward(as_input(x))
         pixels = x.reshape(len(x), -1)
         # A pixel that is 0 in every image of the chunk adds nothing to x @ W, so its column
         # of x and row of W can go: digits leave the borders empty (about 28 % of the columns
         # of a 512-image MNIST chunk), and the first GEMM, most of the work, shrinks with
-        # them. Gathering the uint8 columns and W's rows costs far less than that.
+        # them. Gathering the uint8 columns and W's rows costs far less than that, except
+        # on small batches (W's rows are gathered per chunk): those take the plain path.
         used = np.flatnonzero(pixels.any(axis=0))
         weights = first.W.data
         if len(used) < 0.9 * pixels.shape[1]:

@@ -1,21 +1,30 @@
-"""Row-parallel inference: split a large batch across threads, one BLAS thread each.
+"""Row-parallel inference: a large batch worked through by one thread per core.
 
 Why: on a large inference batch NumPy spends ~20 % of the time in element-wise passes
 (uint8 -> float, bias, ReLU) that run on one core while the BLAS GEMMs use all of them.
-Splitting the rows into one chunk per core and running the whole forward pass on each chunk
-in its own Python thread (NumPy releases the GIL inside ufuncs and GEMMs) keeps every core
-busy all the time. BLAS must then use one thread per call, or the chunks' GEMMs would each
-start a full set of BLAS threads and oversubscribe the cores (OpenBLAS then stalls badly):
-threadpoolctl sets that limit for the duration and restores it afterwards.
+Running the whole forward pass on row chunks in one Python thread per core (NumPy releases
+the GIL inside ufuncs and GEMMs) keeps every core busy all the time. Three details matter:
+
+- BLAS must use one thread per call, or each chunk's GEMM would start a full set of BLAS
+  threads and oversubscribe the cores (OpenBLAS then stalls badly): threadpoolctl sets that
+  limit for the duration and restores it afterwards.
+- Chunks of 512 rows, claimed one at a time: a chunk's activations (512 x 256 floats, 0.5 MB)
+  stay in the core's L2 cache from one layer to the next, and a thread that starts late or is
+  preempted simply does fewer chunks instead of holding up the end.
+- Each thread is pinned to its own CPU for the duration (Linux). Measured on a 2-vCPU VM:
+  after ~0.3 s idle, Linux woke the helper thread on the caller's CPU and the two threads
+  shared one core (10 involuntary context switches per call instead of 2): 38-42 ms instead
+  of 21 ms for 10,000 images. Pinned, it took 23-24 ms. The caller's affinity is restored.
 
 Without threadpoolctl (an optional dependency) nothing runs in parallel here: `run_rows`
-falls back to one call on the whole batch, which is always correct.
+works through the chunks in the calling thread, which is always correct.
 """
 
 from __future__ import annotations
 
 import functools
 import itertools
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 CHUNK_ROWS = 512
-# Below this many rows the GEMMs are too small for the split to pay for the thread hand-off.
+# Below this many rows per thread the GEMMs are too small to pay for the thread hand-off.
 MIN_ROWS_PER_THREAD = 1024
 
 _lock = threading.Lock()        # one parallel section at a time: the BLAS limit is global
@@ -47,21 +56,24 @@ def _pool(workers: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="barenet-rows")
 
 
+def _cpus() -> list[int] | None:
+    """CPUs this process may run on, when threads can be pinned to them (Linux)."""
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    return sorted(os.sched_getaffinity(0))
+
+
 def threads_for(n_rows: int) -> int:
-    """How many chunks run_rows would split n_rows into (1 = no split)."""
+    """How many threads run_rows would use for n_rows (1 = the calling thread alone)."""
     _, threads = _controller()
     return max(1, min(threads, n_rows // MIN_ROWS_PER_THREAD))
 
 
 def run_rows(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray) -> np.ndarray:
-    """fn(x) computed as fn on row chunks of at most CHUNK_ROWS, in parallel threads.
+    """fn(x), computed as fn on row chunks of at most CHUNK_ROWS in parallel threads.
 
     fn must be row-wise (row i of the output depends only on row i of the input) and must
-    not share mutable scratch state between concurrent calls. A chunk's activations
-    (512 x 256 floats, 0.5 MB) stay in the core's L2 cache from one layer to the next.
-    The calling thread works too, and every thread takes the next unclaimed chunk until
-    none is left, so a helper thread that wakes late (an idle core can take milliseconds
-    to start) or gets preempted only does less of the work, instead of holding up the end.
+    not share mutable scratch state between concurrent calls.
     """
     k = threads_for(len(x))
     starts = range(0, len(x), CHUNK_ROWS)
@@ -71,18 +83,30 @@ def run_rows(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray) -> np.ndarra
         controller, _ = _controller()
         parts: list[np.ndarray | None] = [None] * len(starts)
         claim = itertools.count()               # next() on a count is atomic under the GIL
+        cpus = _cpus()
 
-        def work():
-            for j in iter(claim.__next__, None):
+        def work(cpu: int | None = None):
+            if cpu is not None:
+                os.sched_setaffinity(0, {cpu})  # a pool thread: stays pinned, harmless
+            for j in claim:
                 if j >= len(parts):
                     return
                 parts[j] = fn(x[starts[j]:starts[j] + CHUNK_ROWS])
 
+        pinned = cpus is not None and len(cpus) >= k
+        saved = os.sched_getaffinity(0) if pinned else None
         with controller.limit(limits=1, user_api="blas"):
-            helpers = [_pool(k - 1).submit(work) for _ in range(k - 1)]
-            work()
-            for helper in helpers:
-                helper.result()
+            helpers = [_pool(k - 1).submit(work, cpus[i + 1] if pinned else None)
+                       for i in range(k - 1)]
+            try:
+                if pinned:
+                    os.sched_setaffinity(0, {cpus[0]})
+                work()
+            finally:
+                if pinned:
+                    os.sched_setaffinity(0, saved)
+                for helper in helpers:
+                    helper.result()
         return np.concatenate(parts)
     finally:
         _lock.release()
