@@ -40,7 +40,7 @@ def torch_twin(model: bn.Sequential, torch):
         else:
             twin = {bn.ReLU: nn.ReLU, bn.Flatten: nn.Flatten}.get(type(layer))
             if isinstance(layer, MaxPool2D):
-                twin = nn.MaxPool2d(layer.kernel_size, layer.stride)
+                twin = nn.MaxPool2d(layer.kernel_size, layer.stride, layer.padding)
             elif twin is None:
                 raise TypeError(f"no PyTorch twin for {type(layer).__name__}")
             else:

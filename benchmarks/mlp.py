@@ -91,7 +91,8 @@ class TorchTrainer:
         self.validation = None
         if validation is not None:
             xv, yv = validation
-            self.validation = (torch.from_numpy(np.ascontiguousarray(xv.reshape(len(xv), -1))),
+            self.validation = (torch.from_numpy(np.ascontiguousarray(
+                                   xv.reshape(len(xv), *sample_shape))),
                                torch.from_numpy(yv.astype(np.int64)))
 
     def epoch(self) -> float:

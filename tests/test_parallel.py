@@ -18,6 +18,14 @@ def images(n, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (n, 28, 28), dtype=np.uint8)
 
 
+def force_threads(monkeypatch, n):
+    """Split even on a one-core runner or under OPENBLAS_NUM_THREADS=1."""
+    controller = parallel._threadpool_controller()
+    if controller is None:
+        pytest.skip("threadpoolctl is not installed: run_rows always runs serially")
+    monkeypatch.setattr(parallel, "_controller", lambda: (controller, n))
+
+
 def test_run_rows_matches_one_call_whatever_the_split(monkeypatch):
     x = np.random.default_rng(1).normal(size=(5000, 7)).astype(np.float32)
     w = np.random.default_rng(2).normal(size=(7, 3)).astype(np.float32)
@@ -26,17 +34,14 @@ def test_run_rows_matches_one_call_whatever_the_split(monkeypatch):
         return np.tanh(rows @ w)
 
     expected = fn(x)
-    controller, _ = parallel._controller()
-    if controller is None:
-        pytest.skip("threadpoolctl finds no multi-threaded BLAS here: run_rows is serial")
-    # Force a split even on a one-core runner: chunks of 1024 rows, up to 4 threads.
-    monkeypatch.setattr(parallel, "_controller", lambda: (controller, 4))
+    force_threads(monkeypatch, 4)
     assert parallel.threads_for(len(x)) == 4
     np.testing.assert_allclose(parallel.run_rows(fn, x), expected, rtol=1e-6, atol=1e-6)
     assert parallel.run_rows(fn, x[:10]).shape == (10, 3)          # too small: one call
 
 
-def test_mlp_predictions_equal_the_serial_forward_pass():
+def test_mlp_predictions_equal_the_serial_forward_pass(monkeypatch):
+    force_threads(monkeypatch, 2)
     model = mlp()
     model.eval()
     x = images(4096)
@@ -61,3 +66,30 @@ def test_layers_with_scratch_buffers_are_never_split_and_run_in_smaller_batches(
     x = images(2048)
     cnn.eval()
     np.testing.assert_allclose(cnn.logits(x), cnn.forward(bn.model.as_input(x)), atol=1e-5)
+
+
+def test_a_callers_blas_limit_keeps_inference_in_its_thread():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
+        assert parallel.threads_for(100_000) == 1
+
+
+def test_predict_still_works_in_a_forked_child(monkeypatch):
+    import multiprocessing
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork on this platform")
+    force_threads(monkeypatch, 2)
+    model = mlp().eval()
+    x = images(4096)
+    expected = model.predict(x)                 # the parent's pool exists from here on
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=lambda: queue.put(model.predict(x).tolist()))
+    child.start()
+    child.join(timeout=60)
+    hung = child.is_alive()
+    if hung:
+        child.kill()
+    assert not hung, "predict hung in a forked child"
+    assert queue.get(timeout=5) == expected.tolist()

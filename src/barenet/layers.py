@@ -123,8 +123,8 @@ class LeakyReLU(Layer):
         self.alpha = float(alpha)
 
     def forward(self, x):
-        self._mask = x > 0
-        return np.where(self._mask, x, x * self.alpha)
+        self._mask = mask = x > 0
+        return np.where(mask, x, x * self.alpha)
 
     def backward(self, grad_out, need_input_grad=True):
         return np.where(self._mask, grad_out, grad_out * self.alpha)

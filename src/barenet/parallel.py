@@ -11,7 +11,8 @@ the GIL inside ufuncs and GEMMs) keeps every core busy all the time. Three detai
 - Chunks of 512 rows, claimed one at a time: a chunk's activations (512 x 256 floats, 0.5 MB)
   stay in the core's L2 cache from one layer to the next, and a thread that starts late or is
   preempted simply does fewer chunks instead of holding up the end.
-- Each thread is pinned to its own CPU for the duration (Linux). Measured on a 2-vCPU VM:
+- Each thread is pinned to its own CPU for the duration (Linux), when the threads take all
+  the CPUs the process may use. Measured on a 2-vCPU VM:
   after ~0.3 s idle, Linux woke the helper thread on the caller's CPU and the two threads
   shared one core (10 involuntary context switches per call instead of 2): 38-42 ms instead
   of 21 ms for 10,000 images. Pinned, it took 23-24 ms. The caller's affinity is restored.
@@ -39,13 +40,23 @@ _lock = threading.Lock()        # one parallel section at a time: the BLAS limit
 
 
 @functools.lru_cache(maxsize=1)
-def _controller():
-    """(threadpoolctl controller, BLAS thread count), or (None, 1) when it cannot help."""
+def _threadpool_controller():
     try:
         from threadpoolctl import ThreadpoolController
     except ImportError:
+        return None
+    return ThreadpoolController()       # finds the loaded BLAS libraries once
+
+
+def _controller():
+    """(threadpoolctl controller, BLAS threads now), or (None, 1) when it cannot help.
+
+    The thread count is read on every call (~2 us), so a threadpool_limits(1) set by the
+    caller is honoured: inference then stays in the calling thread too.
+    """
+    controller = _threadpool_controller()
+    if controller is None:
         return None, 1
-    controller = ThreadpoolController()
     blas = [lib for lib in controller.info() if lib.get("user_api") == "blas"]
     threads = max((lib.get("num_threads") or 1 for lib in blas), default=1)
     return (controller, threads) if blas and threads > 1 else (None, 1)
@@ -54,6 +65,18 @@ def _controller():
 @functools.lru_cache(maxsize=1)
 def _pool(workers: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="barenet-rows")
+
+
+def _after_fork_in_child() -> None:
+    # A forked child inherits the pool object but not its threads (submit would wait for
+    # ever) and maybe a held lock: start both afresh.
+    global _lock
+    _pool.cache_clear()
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _cpus() -> list[int] | None:
@@ -93,7 +116,10 @@ def run_rows(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray) -> np.ndarra
                     return
                 parts[j] = fn(x[starts[j]:starts[j] + CHUNK_ROWS])
 
-        pinned = cpus is not None and len(cpus) >= k
+        # Pin only when the threads take every CPU the process may use: with spare CPUs
+        # (several processes on a big machine) the scheduler places them better than a
+        # fixed choice of the lowest-numbered ones would.
+        pinned = cpus is not None and len(cpus) == k
         saved = os.sched_getaffinity(0) if pinned else None
         with controller.limit(limits=1, user_api="blas"):
             helpers = [_pool(k - 1).submit(work, cpus[i + 1] if pinned else None)
