@@ -65,6 +65,25 @@ def test_zero_transform_resamples_exactly():
     assert np.allclose(out, x, atol=1e-6)
 
 
+def test_flip_mirrors_left_right_with_its_probability():
+    x = blobs(64)
+    x[:, 5:9, 3:6] = 1.0                                        # off-centre: not symmetric
+    always = Augmenter(AugmentConfig(flip=1.0))(x, np.random.default_rng(0))
+    assert np.allclose(always, x[..., ::-1], atol=1e-6)
+    half = Augmenter(AugmentConfig(flip=0.5))(x, np.random.default_rng(0))
+    mirrored = np.array([np.allclose(h, m[..., ::-1], atol=1e-6) and not np.allclose(h, m)
+                         for h, m in zip(half, x)])
+    kept = np.array([np.allclose(h, m, atol=1e-6) for h, m in zip(half, x)])
+    assert np.all(mirrored | kept) and 16 < mirrored.sum() < 48
+
+
+def test_flip_must_be_a_probability():
+    from barenet.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="augment.flip"):
+        load_config(None, ["augment.flip=1.5"])
+
+
 def test_shift_moves_center_of_mass():
     x = blobs(64)
     out = Augmenter(AugmentConfig(shift=3.0))(x, np.random.default_rng(1))

@@ -49,10 +49,11 @@ class AugmentConfig:
     scale: float = 0.0               # max relative scale change (0.1 = +-10 %)
     elastic_alpha: float = 0.0       # elastic distortion strength (Simard 2003), 0 = off
     elastic_sigma: float = 4.0       # smoothing of the displacement field, pixels
+    flip: float = 0.0                # probability of a left-right mirror (garments, not digits)
 
     @property
     def enabled(self) -> bool:
-        return bool(self.shift or self.rotate or self.scale or self.elastic_alpha)
+        return bool(self.shift or self.rotate or self.scale or self.elastic_alpha or self.flip)
 
 
 @dataclass(frozen=True)
@@ -223,6 +224,7 @@ def validate(c: Config) -> None:
     for key in ("shift", "rotate", "scale", "elastic_alpha"):
         check(getattr(a, key) >= 0, f"augment.{key}", "must be >= 0 (0 = off)", getattr(a, key))
     check(a.scale < 1, "augment.scale", "must be < 1", a.scale)
+    check(a.flip <= 1, "augment.flip", "is a probability: must be in [0, 1]", a.flip)
     check(a.elastic_sigma > 0, "augment.elastic_sigma", "must be > 0", a.elastic_sigma)
     o = c.optimizer
     check(o.lr > 0, "optimizer.lr", "must be > 0", o.lr)

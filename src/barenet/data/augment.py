@@ -1,7 +1,7 @@
 """On-the-fly augmentation of image batches: random affine maps and elastic distortions.
 
-Each image gets its own rotation, scale and shift (one inverse affine map per image) and,
-optionally, a smooth random displacement field (Simard, Steinkraus & Platt 2003). All images
+Each image gets its own rotation, scale, shift and, optionally, left-right mirror (one
+inverse affine map per image) and, optionally, a smooth random displacement field (Simard, Steinkraus & Platt 2003). All images
 of a batch are resampled at once with bilinear interpolation, and the fields are smoothed by a
 Gaussian written as two small GEMMs: NumPy only. Randomness comes only from the given rng.
 """
@@ -28,10 +28,11 @@ class Augmenter:
         self.scale = float(config.scale)
         self.elastic_alpha = float(config.elastic_alpha)
         self.elastic_sigma = float(config.elastic_sigma)
+        self.flip = float(getattr(config, "flip", 0.0))
 
     @property
     def enabled(self) -> bool:
-        return bool(self.shift or self.rotate or self.scale or self.elastic_alpha)
+        return bool(self.shift or self.rotate or self.scale or self.elastic_alpha or self.flip)
 
     def __call__(self, batch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if not self.enabled or len(batch) == 0:
@@ -52,6 +53,9 @@ class Augmenter:
         cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
         y = np.arange(h, dtype=np.float32)[None, :, None] - (cy + shift[0])[:, None, None]
         x = np.arange(w, dtype=np.float32)[None, None, :] - (cx + shift[1])[:, None, None]
+        if self.flip:       # drawn only when on, so runs without flips keep their numbers
+            mirrored = rng.random(n) < self.flip
+            x = x * np.where(mirrored, -1.0, 1.0).astype(np.float32)[:, None, None]
         c, s = cos[:, None, None], sin[:, None, None]
         rows = (c * y - s * x + cy).astype(np.float32)
         cols = (s * y + c * x + cx).astype(np.float32)
