@@ -1,9 +1,10 @@
 """On-the-fly augmentation of image batches: random affine maps and elastic distortions.
 
 Each image gets its own rotation, scale, shift and, optionally, left-right mirror (one
-inverse affine map per image) and, optionally, a smooth random displacement field (Simard, Steinkraus & Platt 2003). All images
-of a batch are resampled at once with bilinear interpolation, and the fields are smoothed by a
-Gaussian written as two small GEMMs: NumPy only. Randomness comes only from the given rng.
+inverse affine map per image) and, optionally, a smooth random displacement field (Simard,
+Steinkraus & Platt 2003). All images of a batch are resampled at once with bilinear
+interpolation, and the fields are smoothed by a Gaussian written as two small GEMMs: NumPy
+only. Randomness comes only from the given rng.
 """
 
 from __future__ import annotations
