@@ -93,3 +93,53 @@ def test_predict_still_works_in_a_forked_child(monkeypatch):
         child.kill()
     assert not hung, "predict hung in a forked child"
     assert queue.get(timeout=5) == expected.tolist()
+
+
+def small_cnn(dtype=np.float64):
+    from barenet.conv import Conv2D as C, MaxPool2D as P
+
+    return bn.Sequential(C(1, 3, 3, rng=0, dtype=dtype), bn.ReLU(), P(2),
+                         bn.Flatten(), bn.Dense(3 * 13 * 13, 10, rng=1, dtype=dtype),
+                         bn.Dropout(0.0))
+
+
+def test_split_batch_gradients_equal_the_whole_batch(monkeypatch):
+    force_threads(monkeypatch, 2)
+    monkeypatch.setattr(parallel, "_cpus", lambda: [0, 0])    # pinning works on one CPU too
+    model = small_cnn()
+    x = np.random.default_rng(0).random((96, 1, 28, 28))
+    y = np.random.default_rng(1).integers(0, 10, 96)
+    logits = model.forward(x)
+    full_loss, grad = bn.softmax_cross_entropy(logits, y)
+    model.backward(grad)
+    expected = [p.grad.copy() for p in model.parameters()]
+    for p in model.parameters():
+        p.grad[...] = 0
+    with parallel.SplitBatch(model) as split:
+        loss, correct, finite = split.step(x, y, bn.softmax_cross_entropy)
+    assert finite and loss == pytest.approx(full_loss, rel=1e-12)
+    assert correct == int(np.count_nonzero(logits.argmax(axis=1) == y))
+    for p, g in zip(model.parameters(), expected):
+        np.testing.assert_allclose(p.grad, g, rtol=1e-10, atol=1e-12)
+
+
+def test_fit_splits_conv_models_only_and_reproducibly(monkeypatch):
+    force_threads(monkeypatch, 2)
+    monkeypatch.setattr(parallel, "_cpus", lambda: [0, 0])
+    assert parallel.can_split_training(small_cnn())
+    assert not parallel.can_split_training(mlp())                     # GEMM-bound: BLAS
+    with_bn = bn.Sequential(*small_cnn().layers[:1], bn.conv.BatchNorm2d(3))
+    assert not parallel.can_split_training(with_bn)                    # batch statistics
+    x = images(256)
+    y = np.random.default_rng(2).integers(0, 10, 256)
+
+    def run():
+        model = small_cnn(np.float32)
+        model.layers[-1] = bn.Dropout(0.3, rng=5)
+        opt = bn.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        history = bn.fit(model, bn.softmax_cross_entropy, opt, x, y, epochs=2,
+                         batch_size=128, rng=0)
+        return history.rows[-1]["loss"], [p.data.copy() for p in model.parameters()]
+
+    (loss_a, w_a), (loss_b, w_b) = run(), run()
+    assert loss_a == loss_b and all(np.array_equal(a, b) for a, b in zip(w_a, w_b))

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 import os
 import threading
 from collections.abc import Callable
@@ -136,3 +137,96 @@ def run_rows(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray) -> np.ndarra
         return np.concatenate(parts)
     finally:
         _lock.release()
+
+
+# Training: a batch split across two threads ------------------------------------------------
+
+MIN_SPLIT_BATCH = 64            # smaller batches train in the calling thread alone
+
+
+def can_split_training(model) -> bool:
+    """Whether fit may train `model` on two half-batches at once (see SplitBatch).
+
+    Only convolutional models (their im2col copies, col2im adds and pooling run on one core
+    otherwise; an MLP's time is in GEMMs that BLAS already spreads), only without layers that
+    keep running statistics (batch norm: its batch statistics would become per-half), and only
+    when BLAS may use two threads or more (OPENBLAS_NUM_THREADS=1 keeps training on one core).
+    """
+    if not model.layers or getattr(model.layers[0], "input_ndim", 2) != 4:
+        return False
+    if any(layer.buffers() for layer in model.layers):
+        return False
+    controller, threads = _controller()
+    cpus = _cpus()
+    return controller is not None and threads >= 2 and cpus is not None and len(cpus) >= 2
+
+
+class SplitBatch:
+    """Forward and backward of one training batch as two halves in two threads.
+
+    The model takes the first half in the calling thread; a replica that shares its weight
+    arrays (so the optimizer's in-place updates reach both) takes the second in a pool thread.
+    Each half's loss gradient is weighted by its share of the batch, so the summed parameter
+    gradients equal the whole batch's. Dropout in the replica draws from a generator seeded
+    from the model's own dropout stream each batch: runs stay reproducible, and a checkpoint of
+    the model alone resumes them exactly. Use as a context manager around the epochs: it limits
+    BLAS to one thread per call and pins the two threads to two CPUs meanwhile.
+    """
+
+    def __init__(self, model):
+        self.model = model
+        params = model.parameters()
+        dtype = params[0].data.dtype if params else np.float32
+        self.replica = type(model).from_architecture(model.architecture(), dtype=dtype)
+        self.pairs = list(zip(model.parameters(), self.replica.parameters()))
+        for own, twin in self.pairs:
+            twin.data = own.data
+        self.dropouts = [(a, b) for a, b in zip(model.layers, self.replica.layers)
+                         if isinstance(getattr(a, "rng", None), np.random.Generator)]
+        self.replica.train()
+        self._limit = None
+        self._saved = None
+
+    def __enter__(self) -> SplitBatch:
+        controller, _ = _controller()
+        cpus = _cpus()
+        self._cpus = cpus[:2]
+        self._limit = controller.limit(limits=1, user_api="blas")
+        self._saved = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {self._cpus[0]})
+        return self
+
+    def __exit__(self, *exc) -> None:
+        os.sched_setaffinity(0, self._saved)
+        self._limit.__exit__(None, None, None)
+
+    def step(self, inputs: np.ndarray, labels: np.ndarray, loss) -> tuple[float, int, bool]:
+        """Fill every parameter's .grad for the batch: (mean loss, correct predictions, finite)."""
+        m = len(inputs)
+        h = m // 2
+        for own, twin in self.dropouts:
+            twin.rng = np.random.default_rng(int(own.rng.integers(2**63)))
+
+        def second_half():
+            os.sched_setaffinity(0, {self._cpus[1]})
+            return self._half(self.replica, inputs[h:], labels[h:], loss, m)
+
+        future = _pool(1).submit(second_half)
+        try:
+            first = self._half(self.model, inputs[:h], labels[:h], loss, m)
+        finally:
+            second = future.result()
+        for own, twin in self.pairs:
+            own.grad += twin.grad
+        batch_loss = (first[0] * h + second[0] * (m - h)) / m
+        return batch_loss, first[1] + second[1], first[2] and second[2]
+
+    @staticmethod
+    def _half(model, x, y, loss, m):
+        logits = model.forward(x)
+        part_loss, grad = loss(logits, y)
+        finite = math.isfinite(part_loss)
+        if finite:
+            grad *= len(x) / m
+            model.backward(grad)
+        return part_loss, int(np.count_nonzero(logits.argmax(axis=1) == y)), finite

@@ -17,6 +17,7 @@ from .init import as_rng
 from .losses import softmax_cross_entropy
 from .model import PIXEL_SCALE, Sequential
 from .optim import Optimizer, ReduceOnPlateau, Schedule
+from .parallel import MIN_SPLIT_BATCH, SplitBatch, can_split_training
 
 LossFn = Callable[[np.ndarray, np.ndarray], tuple[float, np.ndarray]]
 
@@ -185,6 +186,18 @@ def fit(model: Sequential, loss: LossFn, optimizer: Optimizer, x: np.ndarray, y:
 
 def _epochs(model, loss, optimizer, x, y, epochs, batch_size, validation, callbacks,
             schedule, state, augment):
+    # Conv models train each batch as two halves on two cores when they can (parallel.py).
+    if batch_size >= MIN_SPLIT_BATCH and can_split_training(model):
+        with SplitBatch(model) as split:
+            _epoch_loop(model, loss, optimizer, x, y, epochs, batch_size, validation,
+                        callbacks, schedule, state, augment, split)
+    else:
+        _epoch_loop(model, loss, optimizer, x, y, epochs, batch_size, validation, callbacks,
+                    schedule, state, augment, None)
+
+
+def _epoch_loop(model, loss, optimizer, x, y, epochs, batch_size, validation, callbacks,
+                schedule, state, augment, split):
     rng = state.rng
     n = len(x)
     n_batches = math.ceil(n / batch_size)
@@ -223,16 +236,22 @@ def _epochs(model, loss, optimizer, x, y, epochs, batch_size, validation, callba
                 np.take(x, idx, axis=0, out=xb[:m], mode="clip")
             np.take(y, idx, out=yb[:m], mode="clip")
             inputs = augment(xb[:m], rng) if augment is not None else xb[:m]
-            logits = model.forward(inputs)
-            batch_loss, grad = loss(logits, yb[:m])
-            if not math.isfinite(batch_loss):
+            if split is not None and m >= MIN_SPLIT_BATCH:
+                batch_loss, batch_correct, finite = split.step(inputs, yb[:m], loss)
+            else:
+                logits = model.forward(inputs)
+                batch_loss, grad = loss(logits, yb[:m])
+                finite = math.isfinite(batch_loss)
+                if finite:
+                    model.backward(grad)
+                    batch_correct = int(np.count_nonzero(logits.argmax(axis=1) == yb[:m]))
+            if not finite:
                 raise TrainingDiverged(
                     f"loss became {batch_loss} at epoch {epoch + 1}, batch {b + 1}; "
                     f"lower the learning rate (now {optimizer.lr:g}) or clip gradients")
-            model.backward(grad)
             optimizer.step()
             sum_loss += batch_loss * m
-            correct += int(np.count_nonzero(logits.argmax(axis=1) == yb[:m]))
+            correct += batch_correct
             for cb in callbacks:
                 cb.on_batch_end(b, {"loss": batch_loss, "batch": b, "batches": n_batches})
         logs = {"epoch": epoch + 1, "loss": sum_loss / n, "accuracy": correct / n,
