@@ -30,6 +30,8 @@ CONVS = [  # (C_in, C_out, kernel, stride, padding, H, W)
     (3, 2, 5, 1, 2, 6, 6),
     (2, 2, (3, 2), (2, 1), (1, 0), 7, 5),
     (2, 3, 1, 1, 0, 4, 4),
+    (1, 3, 3, 2, 1, 7, 6),          # one input channel takes its own im2col path
+    (1, 2, (2, 3), (1, 2), (2, 1), 5, 6),
 ]
 
 

@@ -96,7 +96,8 @@ def test_predict_still_works_in_a_forked_child(monkeypatch):
 
 
 def small_cnn(dtype=np.float64):
-    from barenet.conv import Conv2D as C, MaxPool2D as P
+    from barenet.conv import Conv2D as C
+    from barenet.conv import MaxPool2D as P
 
     return bn.Sequential(C(1, 3, 3, rng=0, dtype=dtype), bn.ReLU(), P(2),
                          bn.Flatten(), bn.Dense(3 * 13 * 13, 10, rng=1, dtype=dtype),
