@@ -183,3 +183,18 @@ def test_small_cnn_learns_synthetic_digits():
     fit(model, softmax_cross_entropy, SGD(model.parameters(), 0.05, momentum=0.9), x, y,
         epochs=3, batch_size=32, rng=0)
     assert evaluate(model, x_test, y_test)["accuracy"] > 0.9
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_max_pool_gradient_goes_to_the_first_maximum_on_ties(k):
+    rng = np.random.default_rng(k)
+    x = rng.integers(0, 3, (4, 3, 2 * k, 3 * k)).astype(np.float32)   # many ties
+    pool = MaxPool2D(k)
+    pool.forward(x)
+    g = rng.standard_normal((4, 3, 2, 3)).astype(np.float32)
+    expected = np.zeros_like(x)
+    for n, c, r, col in np.ndindex(*g.shape):
+        window = x[n, c, r * k:(r + 1) * k, col * k:(col + 1) * k]
+        i, j = np.unravel_index(np.argmax(window), window.shape)      # first in row-major
+        expected[n, c, r * k + i, col * k + j] = g[n, c, r, col]
+    np.testing.assert_array_equal(pool.backward(g), expected)
