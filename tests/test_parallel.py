@@ -144,3 +144,30 @@ def test_fit_splits_conv_models_only_and_reproducibly(monkeypatch):
 
     (loss_a, w_a), (loss_b, w_b) = run(), run()
     assert loss_a == loss_b and all(np.array_equal(a, b) for a, b in zip(w_a, w_b))
+
+
+def test_split_training_continues_exactly_across_fit_calls(monkeypatch):
+    """What --resume relies on: nothing but the model's own state carries between batches."""
+    force_threads(monkeypatch, 2)
+    monkeypatch.setattr(parallel, "_cpus", lambda: [0, 0])
+    from barenet.training import History, TrainState
+
+    x = images(256)
+    y = np.random.default_rng(3).integers(0, 10, 256)
+
+    def fresh():
+        model = small_cnn(np.float32)
+        model.layers[-1] = bn.Dropout(0.3, rng=5)
+        opt = bn.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        return model, opt, TrainState(model, opt, np.random.default_rng(0), History())
+
+    model_a, opt_a, state_a = fresh()
+    bn.fit(model_a, bn.softmax_cross_entropy, opt_a, x, y, epochs=2, batch_size=128,
+           state=state_a)
+    model_b, opt_b, state_b = fresh()
+    bn.fit(model_b, bn.softmax_cross_entropy, opt_b, x, y, epochs=1, batch_size=128,
+           state=state_b)
+    bn.fit(model_b, bn.softmax_cross_entropy, opt_b, x, y, epochs=2, batch_size=128,
+           state=state_b)
+    for a, b in zip(model_a.parameters(), model_b.parameters()):
+        assert np.array_equal(a.data, b.data)
