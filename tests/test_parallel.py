@@ -95,6 +95,15 @@ def test_predict_still_works_in_a_forked_child(monkeypatch):
     assert queue.get(timeout=5) == expected.tolist()
 
 
+def one_cpu_twice():
+    """Two 'CPUs' that are the same allowed one: the split runs even on a one-CPU runner."""
+    import os
+
+    if not hasattr(os, "sched_getaffinity"):
+        pytest.skip("no CPU affinity on this platform")
+    return [min(os.sched_getaffinity(0))] * 2
+
+
 def small_cnn(dtype=np.float64):
     from barenet.conv import Conv2D as C
     from barenet.conv import MaxPool2D as P
@@ -106,7 +115,7 @@ def small_cnn(dtype=np.float64):
 
 def test_split_batch_gradients_equal_the_whole_batch(monkeypatch):
     force_threads(monkeypatch, 2)
-    monkeypatch.setattr(parallel, "_cpus", lambda: [0, 0])    # pinning works on one CPU too
+    monkeypatch.setattr(parallel, "_cpus", one_cpu_twice)    # pinning works on one CPU too
     model = small_cnn()
     x = np.random.default_rng(0).random((96, 1, 28, 28))
     y = np.random.default_rng(1).integers(0, 10, 96)
@@ -126,7 +135,7 @@ def test_split_batch_gradients_equal_the_whole_batch(monkeypatch):
 
 def test_fit_splits_conv_models_only_and_reproducibly(monkeypatch):
     force_threads(monkeypatch, 2)
-    monkeypatch.setattr(parallel, "_cpus", lambda: [0, 0])
+    monkeypatch.setattr(parallel, "_cpus", one_cpu_twice)
     assert parallel.can_split_training(small_cnn())
     assert not parallel.can_split_training(mlp())                     # GEMM-bound: BLAS
     with_bn = bn.Sequential(*small_cnn().layers[:1], bn.conv.BatchNorm2d(3))
@@ -149,7 +158,7 @@ def test_fit_splits_conv_models_only_and_reproducibly(monkeypatch):
 def test_split_training_continues_exactly_across_fit_calls(monkeypatch):
     """What --resume relies on: nothing but the model's own state carries between batches."""
     force_threads(monkeypatch, 2)
-    monkeypatch.setattr(parallel, "_cpus", lambda: [0, 0])
+    monkeypatch.setattr(parallel, "_cpus", one_cpu_twice)
     from barenet.training import History, TrainState
 
     x = images(256)
