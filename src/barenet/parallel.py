@@ -150,7 +150,9 @@ def can_split_training(model) -> bool:
     Only convolutional models (their im2col copies, col2im adds and pooling run on one core
     otherwise; an MLP's time is in GEMMs that BLAS already spreads), only without layers that
     keep running statistics (batch norm: its batch statistics would become per-half), and only
-    when BLAS may use two threads or more (OPENBLAS_NUM_THREADS=1 keeps training on one core).
+    when the process may use exactly two CPUs and BLAS two threads (OPENBLAS_NUM_THREADS=1 keeps
+    training on one core). That is the machine this was measured on; with more cores, BLAS
+    spreading each GEMM over all of them may well beat two pinned halves.
     """
     if not model.layers or getattr(model.layers[0], "input_ndim", 2) != 4:
         return False
@@ -158,7 +160,7 @@ def can_split_training(model) -> bool:
         return False
     controller, threads = _controller()
     cpus = _cpus()
-    return controller is not None and threads >= 2 and cpus is not None and len(cpus) >= 2
+    return controller is not None and threads >= 2 and cpus is not None and len(cpus) == 2
 
 
 class SplitBatch:
