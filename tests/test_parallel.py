@@ -113,6 +113,12 @@ def small_cnn(dtype=np.float64):
                          bn.Dropout(0.0))
 
 
+def dropout_cnn_and_sgd():
+    model = small_cnn(np.float32)
+    model.layers[-1] = bn.Dropout(0.3, rng=5)
+    return model, bn.SGD(model.parameters(), lr=0.05, momentum=0.9)
+
+
 def test_split_batch_gradients_equal_the_whole_batch(monkeypatch):
     force_threads(monkeypatch, 2)
     monkeypatch.setattr(parallel, "_cpus", one_cpu_twice)    # pinning works on one CPU too
@@ -144,9 +150,7 @@ def test_fit_splits_conv_models_only_and_reproducibly(monkeypatch):
     y = np.random.default_rng(2).integers(0, 10, 256)
 
     def run():
-        model = small_cnn(np.float32)
-        model.layers[-1] = bn.Dropout(0.3, rng=5)
-        opt = bn.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        model, opt = dropout_cnn_and_sgd()
         history = bn.fit(model, bn.softmax_cross_entropy, opt, x, y, epochs=2,
                          batch_size=128, rng=0)
         return history.rows[-1]["loss"], [p.data.copy() for p in model.parameters()]
@@ -165,9 +169,7 @@ def test_split_training_continues_exactly_across_fit_calls(monkeypatch):
     y = np.random.default_rng(3).integers(0, 10, 256)
 
     def fresh():
-        model = small_cnn(np.float32)
-        model.layers[-1] = bn.Dropout(0.3, rng=5)
-        opt = bn.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        model, opt = dropout_cnn_and_sgd()
         return model, opt, TrainState(model, opt, np.random.default_rng(0), History())
 
     model_a, opt_a, state_a = fresh()
