@@ -17,12 +17,13 @@ the GIL inside ufuncs and GEMMs) keeps every core busy all the time. Three detai
   shared one core (10 involuntary context switches per call instead of 2): 38-42 ms instead
   of 21 ms for 10,000 images. Pinned, it took 23-24 ms. The caller's affinity is restored.
 
-Without threadpoolctl (an optional dependency) nothing runs in parallel here: `run_rows`
-works through the chunks in the calling thread, which is always correct.
+Without threadpoolctl (a dependency, imported only when present) nothing runs in parallel:
+`run_rows` works through the chunks in the calling thread, which is always correct.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import math
@@ -87,6 +88,20 @@ def _cpus() -> list[int] | None:
     return sorted(os.sched_getaffinity(0))
 
 
+@contextlib.contextmanager
+def _pinned_to(cpu: int | None):
+    """Run the calling thread on `cpu` only (None: leave it be), then restore its affinity."""
+    if cpu is None:
+        yield
+        return
+    saved = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, saved)
+
+
 def threads_for(n_rows: int) -> int:
     """How many threads run_rows would use for n_rows (1 = the calling thread alone)."""
     _, threads = _controller()
@@ -121,17 +136,13 @@ def run_rows(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray) -> np.ndarra
         # (several processes on a big machine) the scheduler places them better than a
         # fixed choice of the lowest-numbered ones would.
         pinned = cpus is not None and len(cpus) == k
-        saved = os.sched_getaffinity(0) if pinned else None
         with controller.limit(limits=1, user_api="blas"):
             helpers = [_pool(k - 1).submit(work, cpus[i + 1] if pinned else None)
                        for i in range(k - 1)]
             try:
-                if pinned:
-                    os.sched_setaffinity(0, {cpus[0]})
-                work()
+                with _pinned_to(cpus[0] if pinned else None):
+                    work()
             finally:
-                if pinned:
-                    os.sched_setaffinity(0, saved)
                 for helper in helpers:
                     helper.result()
         return np.concatenate(parts)
@@ -180,27 +191,23 @@ class SplitBatch:
         params = model.parameters()
         dtype = params[0].data.dtype if params else np.float32
         self.replica = type(model).from_architecture(model.architecture(), dtype=dtype)
-        self.pairs = list(zip(model.parameters(), self.replica.parameters()))
+        self.pairs = list(zip(params, self.replica.parameters()))
         for own, twin in self.pairs:
             twin.data = own.data
         self.dropouts = [(a, b) for a, b in zip(model.layers, self.replica.layers)
                          if isinstance(getattr(a, "rng", None), np.random.Generator)]
         self.replica.train()
-        self._limit = None
-        self._saved = None
+        self._context = contextlib.ExitStack()
 
     def __enter__(self) -> SplitBatch:
         controller, _ = _controller()
-        cpus = _cpus()
-        self._cpus = cpus[:2]
-        self._limit = controller.limit(limits=1, user_api="blas")
-        self._saved = os.sched_getaffinity(0)
-        os.sched_setaffinity(0, {self._cpus[0]})
+        self._cpus = _cpus()[:2]
+        self._context.enter_context(controller.limit(limits=1, user_api="blas"))
+        self._context.enter_context(_pinned_to(self._cpus[0]))
         return self
 
     def __exit__(self, *exc) -> None:
-        os.sched_setaffinity(0, self._saved)
-        self._limit.__exit__(None, None, None)
+        self._context.close()
 
     def step(self, inputs: np.ndarray, labels: np.ndarray, loss) -> tuple[float, int, bool]:
         """Fill every parameter's .grad for the batch: (mean loss, correct predictions, finite)."""
