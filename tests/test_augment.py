@@ -84,6 +84,41 @@ def test_flip_must_be_a_probability():
         load_config(None, ["augment.flip=1.5"])
 
 
+def test_erase_replaces_one_rectangle_with_noise():
+    x = np.full((200, 28, 28), 0.5, dtype=np.float32)
+    out = Augmenter(AugmentConfig(erase=1.0, erase_area=0.3))(x, np.random.default_rng(0))
+    assert out.dtype == np.float32 and out.shape == x.shape
+    changed = out != x
+    areas = changed.sum(axis=(1, 2))
+    assert np.all(areas > 0) and np.all(areas <= 0.3 * 784 * 1.2)   # one rectangle each
+    assert areas.max() > 0.2 * 784 and areas.min() < 0.05 * 784      # sizes really vary
+    for img in changed[:20]:                                         # a filled rectangle
+        rows, cols = np.flatnonzero(img.any(axis=1)), np.flatnonzero(img.any(axis=0))
+        box = img[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+        assert box.mean() > 0.95                                     # noise may hit 0.5
+    assert 0.0 <= out.min() and out.max() <= 1.0
+    half = Augmenter(AugmentConfig(erase=0.5))(x, np.random.default_rng(1))
+    assert 70 < (half != x).any(axis=(1, 2)).sum() < 130
+
+
+def test_erase_off_draws_nothing_extra():
+    # Runs without erasing keep their numbers: the augmenter draws the same random numbers.
+    x = blobs(16)
+    a, b = np.random.default_rng(5), np.random.default_rng(5)
+    out = Augmenter(AugmentConfig(shift=2.0))(x, a)
+    assert np.array_equal(out, Augmenter(AugmentConfig(shift=2.0, erase=0.0))(x, b))
+    assert a.random() == b.random()
+
+
+def test_erase_settings_are_checked():
+    from barenet.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="augment.erase"):
+        load_config(None, ["augment.erase=2"])
+    with pytest.raises(ConfigError, match="augment.erase_area"):
+        load_config(None, ["augment.erase_area=0.01"])
+
+
 def test_shift_moves_center_of_mass():
     x = blobs(64)
     out = Augmenter(AugmentConfig(shift=3.0))(x, np.random.default_rng(1))

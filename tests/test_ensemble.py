@@ -7,7 +7,14 @@ import pytest
 
 from barenet.app.cli import main
 from barenet.conv import Conv2D, GlobalAvgPool2D
-from barenet.ensemble import Ensemble, load_ensemble, save_ensemble
+from barenet.ensemble import (
+    TTA_PRESETS,
+    Ensemble,
+    apply_view,
+    check_view,
+    load_ensemble,
+    save_ensemble,
+)
 from barenet.layers import Dense, ReLU
 from barenet.model import Sequential, mlp
 from barenet.serialize import ModelFileError, load_arrays, load_model
@@ -108,3 +115,62 @@ def test_evaluate_and_predict_accept_an_ensemble_file(tiny_data, tmp_path, capsy
     assert accuracy == pytest.approx(json.loads((out / "metrics.json").read_text())
                                      ["test_accuracy"])
     assert main(["predict", str(out), "--index", "0", "--json"]) == 0
+
+
+def test_views_shift_and_mirror_with_zero_fill():
+    x = np.arange(1, 10, dtype=np.uint8).reshape(1, 3, 3)
+    assert apply_view(x, "identity") is x
+    assert apply_view(x, "flip").tolist() == [[[3, 2, 1], [6, 5, 4], [9, 8, 7]]]
+    assert apply_view(x, "shift:1,0").tolist() == [[[0, 0, 0], [1, 2, 3], [4, 5, 6]]]
+    assert apply_view(x, "shift:0,-1").tolist() == [[[2, 3, 0], [5, 6, 0], [8, 9, 0]]]
+    flat = apply_view(x.reshape(1, 9), "shift:-1,1")            # flat rows keep their shape
+    assert flat.shape == (1, 9) and flat.tolist() == [[0, 4, 5, 0, 7, 8, 0, 0, 0]]
+    four = apply_view(x[:, None], "flip")                        # (N, 1, H, W)
+    assert four.shape == (1, 1, 3, 3) and four[0, 0, 0].tolist() == [3, 2, 1]
+    for bad in ("mirror", "shift:9,0", "shift:1", 3):
+        with pytest.raises(ValueError):
+            check_view(bad)
+
+
+def test_views_average_members_over_each_view_and_survive_the_file(tmp_path):
+    x = np.random.default_rng(3).integers(0, 256, (5, 28, 28)).astype(np.uint8)
+    ms = members()[:2]
+    views = TTA_PRESETS["shift"]
+    expected = np.mean([m.predict_proba(apply_view(x, v)) for v in views for m in ms], axis=0)
+    ens = Ensemble(ms, views=views)
+    assert np.allclose(ens.predict_proba(x), expected, atol=1e-6)
+    single = Ensemble(ms[:1], views=["identity", "flip"])        # one model, mirrored too
+    assert np.allclose(single.predict_proba(x), 0.5 * (ms[0].predict_proba(x)
+                       + ms[0].predict_proba(x[:, :, ::-1])), atol=1e-6)
+    path = tmp_path / "tta.safetensors"
+    save_ensemble(path, ens)
+    loaded, meta = load_model(path)
+    assert meta["architecture"]["views"] == views and loaded.views == views
+    assert np.allclose(loaded.predict_proba(x), ens.predict_proba(x), atol=1e-7)
+    with pytest.raises(ValueError):
+        Ensemble(ms, views=["flip", "flip"])
+
+
+def test_old_ensemble_files_without_views_still_load(tmp_path):
+    x = np.random.default_rng(4).integers(0, 256, (3, 28, 28)).astype(np.uint8)
+    ens = Ensemble(members()[:2])
+    arrays = ens.state_arrays()
+    meta = {"architecture": {k: v for k, v in ens.architecture().items() if k != "views"}}
+    loaded = load_ensemble(arrays, meta)
+    assert loaded.views == ["identity"]
+    assert np.allclose(loaded.predict_proba(x), ens.predict_proba(x), atol=1e-7)
+
+
+def test_ensemble_command_one_run_needs_tta(tiny_data, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", *FAST, "--seed", "1", "--out", str(run)]) == 0
+    assert main(["ensemble", str(run), "--out", str(tmp_path / "alone")]) == 2
+    assert "--tta" in capsys.readouterr().err
+    assert not (tmp_path / "alone").exists()
+    out = tmp_path / "tta"
+    assert main(["ensemble", str(run), "--tta", "shift", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["views"] == TTA_PRESETS["shift"] and len(metrics["members"]) == 1
+    assert main(["evaluate", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-9)

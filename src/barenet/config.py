@@ -50,10 +50,13 @@ class AugmentConfig:
     elastic_alpha: float = 0.0       # elastic distortion strength (Simard 2003), 0 = off
     elastic_sigma: float = 4.0       # smoothing of the displacement field, pixels
     flip: float = 0.0                # probability of a left-right mirror (garments, not digits)
+    erase: float = 0.0               # probability of random erasing (Zhong et al. 2017)
+    erase_area: float = 0.3          # largest erased share of the image (smallest: 0.02)
 
     @property
     def enabled(self) -> bool:
-        return bool(self.shift or self.rotate or self.scale or self.elastic_alpha or self.flip)
+        return bool(self.shift or self.rotate or self.scale or self.elastic_alpha or self.flip
+                    or self.erase)
 
 
 @dataclass(frozen=True)
@@ -225,6 +228,9 @@ def validate(c: Config) -> None:
         check(getattr(a, key) >= 0, f"augment.{key}", "must be >= 0 (0 = off)", getattr(a, key))
     check(a.scale < 1, "augment.scale", "must be < 1", a.scale)
     check(a.flip <= 1, "augment.flip", "is a probability: must be in [0, 1]", a.flip)
+    check(a.erase <= 1, "augment.erase", "is a probability: must be in [0, 1]", a.erase)
+    check(0.02 <= a.erase_area <= 1, "augment.erase_area", "must be in [0.02, 1]",
+          a.erase_area)
     check(a.elastic_sigma > 0, "augment.elastic_sigma", "must be > 0", a.elastic_sigma)
     o = c.optimizer
     check(o.lr > 0, "optimizer.lr", "must be > 0", o.lr)

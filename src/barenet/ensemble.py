@@ -1,12 +1,19 @@
 """Ensembles: several trained Sequential models whose class probabilities are averaged.
 
 An ensemble is saved as one model file: each member's arrays under the prefix 'm<i>.', and
-the architecture {"type": "Ensemble", "members": [member architecture, ...]}.
+the architecture {"type": "Ensemble", "members": [member architecture, ...], "weights": [...],
+"views": [...]}.
+
+Test-time augmentation: each member can also see every image in a few fixed `views` (the
+image itself, its left-right mirror, one-pixel shifts), and the ensemble averages over
+members and views alike. A single model with views is an ensemble of one.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import re
 
 import numpy as np
 
@@ -14,15 +21,71 @@ from .model import Sequential
 from .serialize import model_metadata, save_arrays
 
 ENSEMBLE_TYPE = "Ensemble"
+IDENTITY = "identity"
+# Named sets of views for `barenet ensemble --tta`: mirrors suit garments (a mirrored shirt is
+# a shirt), not digits; one-pixel shifts suit both.
+TTA_PRESETS = {
+    "none": [IDENTITY],
+    "flip": [IDENTITY, "flip"],
+    "shift": [IDENTITY, "shift:1,0", "shift:-1,0", "shift:0,1", "shift:0,-1"],
+}
+_SHIFT = re.compile(r"shift:(-?\d+),(-?\d+)$")
+
+
+def check_view(view: str) -> str:
+    """`view` itself if it names a view ('identity', 'flip', 'shift:DY,DX'); else ValueError."""
+    if view in (IDENTITY, "flip"):
+        return view
+    match = _SHIFT.match(view) if isinstance(view, str) else None
+    if match and max(abs(int(match[1])), abs(int(match[2]))) <= 4:
+        return view
+    raise ValueError(f"unknown view {view!r}: use 'identity', 'flip' or 'shift:DY,DX' "
+                     f"with shifts of at most 4 pixels")
+
+
+def apply_view(x: np.ndarray, view: str) -> np.ndarray:
+    """The images `x` seen through `view`: same shape and dtype; shifted-in pixels are 0.
+
+    x: (N, H, W) or (N, H*W) square images, or (N, 1, H, W).
+    """
+    check_view(view)
+    if view == IDENTITY:
+        return x
+    shape = x.shape
+    if x.ndim == 2:
+        side = math.isqrt(shape[1])
+        if side * side != shape[1]:
+            raise ValueError(f"views need square images, got rows of {shape[1]} values")
+        images = x.reshape(len(x), side, side)
+    elif x.ndim in (3, 4):
+        images = x
+    else:
+        raise ValueError(f"views need (N, H, W) images, got shape {shape}")
+    if view == "flip":
+        return np.ascontiguousarray(images[..., ::-1]).reshape(shape)
+    dy, dx = (int(v) for v in _SHIFT.match(view).groups())
+    out = np.zeros_like(images)
+    h, w = images.shape[-2:]
+    # out[r, c] = images[r - dy, c - dx] where that lies inside the image.
+    out[..., max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
+        images[..., max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+    return out.reshape(shape)
 
 
 class Ensemble:
-    """Mean of the members' probabilities; optional non-negative member weights."""
+    """Mean of the members' probabilities over the views; optional non-negative member weights.
 
-    def __init__(self, members: list[Sequential], weights: list[float] | None = None):
+    views: how each member sees every image (see apply_view); default the image itself.
+    """
+
+    def __init__(self, members: list[Sequential], weights: list[float] | None = None,
+                 views: list[str] | None = None):
         if not members:
             raise ValueError("an ensemble needs at least one member")
         self.members = list(members)
+        self.views = [check_view(v) for v in (views or [IDENTITY])]
+        if len(set(self.views)) != len(self.views):
+            raise ValueError(f"views repeat: {self.views}")
         if weights is None:
             weights = [1.0] * len(members)
         w = np.asarray(weights, dtype=np.float64)
@@ -48,14 +111,16 @@ class Ensemble:
         return self
 
     def predict_proba(self, x: np.ndarray, batch_size: int = 10_000) -> np.ndarray:
-        """Weighted mean of the members' probabilities, (N, K) float32."""
+        """Weighted mean of the members' probabilities over the views, (N, K) float32."""
         total = None
-        for weight, member in zip(self.weights, self.members):
-            probs = member.predict_proba(x, batch_size)
-            if total is None:
-                total = np.zeros(probs.shape, dtype=np.float64)
-            total += weight * probs
-        return total.astype(np.float32)
+        for view in self.views:
+            seen = apply_view(x, view)
+            for weight, member in zip(self.weights, self.members):
+                probs = member.predict_proba(seen, batch_size)
+                if total is None:
+                    total = np.zeros(probs.shape, dtype=np.float64)
+                total += weight * probs
+        return (total / len(self.views)).astype(np.float32)
 
     def predict(self, x: np.ndarray, batch_size: int = 10_000) -> np.ndarray:
         return self.predict_proba(x, batch_size).argmax(axis=1)
@@ -76,14 +141,15 @@ class Ensemble:
 
     def architecture(self) -> dict:
         return {"type": ENSEMBLE_TYPE, "members": [m.architecture() for m in self.members],
-                "weights": self.weights}
+                "weights": self.weights, "views": self.views}
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         return {f"m{i}.{name}": a for i, m in enumerate(self.members)
                 for name, a in m.state_arrays().items()}
 
     def __repr__(self) -> str:
-        return f"Ensemble({len(self.members)} members)"
+        views = "" if self.views == [IDENTITY] else f", views {self.views}"
+        return f"Ensemble({len(self.members)} members{views})"
 
 
 def is_ensemble_architecture(architecture) -> bool:
@@ -111,4 +177,7 @@ def load_ensemble(arrays: dict[str, np.ndarray], meta: dict) -> Ensemble:
     stray = sorted(k for k in arrays if k.split(".", 1)[0] + "." not in known)
     if stray:
         raise ValueError(f"arrays that belong to no member: {stray[:3]}")
-    return Ensemble(members, arch.get("weights")).eval()
+    views = arch.get("views")
+    if views is not None and not (isinstance(views, list) and views):
+        raise ValueError(f"views must be a non-empty list, got {views!r}")
+    return Ensemble(members, arch.get("weights"), views).eval()

@@ -1,4 +1,5 @@
-"""`barenet ensemble RUN RUN ... --out DIR`: average trained models into one model file."""
+"""`barenet ensemble RUN [RUN ...] [--tta VIEWS] --out DIR`: average trained models (and, with
+--tta, each model's predictions on a few fixed views of every image) into one model file."""
 
 from __future__ import annotations
 
@@ -12,20 +13,27 @@ import click
 @click.argument("runs", nargs=-1, required=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Directory for model.safetensors and metrics.json.")
+@click.option("--tta", type=click.Choice(["none", "flip", "shift"]), default="none",
+              show_default=True,
+              help="Test-time augmentation: also average over each image's left-right mirror "
+                   "(flip, for garments) or its four one-pixel shifts (shift).")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="MNIST cache directory.")
-def command(runs, out, data_dir):
-    """Average the probabilities of RUNS (run directories or model files) into one model."""
+def command(runs, out, tta, data_dir):
+    """Average the probabilities of RUNS (run directories or model files) into one model.
+
+    With --tta a single run is enough: the model averages over views of each image.
+    """
     import numpy as np
 
     from ..data import load_dataset
-    from ..ensemble import Ensemble, save_ensemble
+    from ..ensemble import TTA_PRESETS, Ensemble, save_ensemble
     from ..serialize import load_model
     from ..training import evaluate
     from .cli import Failure
     from .runs import MODEL_FILE, resolve_model_path, write_json
 
-    if len(runs) < 2:
-        raise Failure("an ensemble needs at least two runs")
+    if len(runs) < 2 and tta == "none":
+        raise Failure("an ensemble needs at least two runs (or one run with --tta flip|shift)")
     out_dir = Path(out)
     if out_dir.exists() and not out_dir.is_dir():
         raise Failure(f"--out {out_dir} is a file, not a directory")
@@ -46,13 +54,15 @@ def command(runs, out, data_dir):
     _, (x_test, y_test) = load_dataset(dataset, data_dir)
 
     start = time.perf_counter()
-    ensemble = Ensemble(members)
+    views = TTA_PRESETS[tta]
+    ensemble = Ensemble(members, views=views)
     member_accuracy = [float(np.mean(m.predict(x_test) == y_test)) for m in members]
     test = evaluate(ensemble, x_test, y_test)
     metrics = {
         "dataset": dataset,
         "test_accuracy": test["accuracy"],
         "test_loss": test["loss"],
+        "views": views,
         "members": [{"model": s, "test_accuracy": a} for s, a in zip(sources, member_accuracy)],
         "evaluate_seconds": round(time.perf_counter() - start, 3),
     }
@@ -62,7 +72,8 @@ def command(runs, out, data_dir):
                   metrics={k: metrics[k] for k in ("test_accuracy", "test_loss", "dataset")})
     write_json(out_dir / "metrics.json", metrics)
     best = max(member_accuracy)
-    click.echo(f"ensemble of {len(members)}: test accuracy {test['accuracy']:.4f} "
-               f"(best member {best:.4f}, mean {np.mean(member_accuracy):.4f})")
+    seen = "" if tta == "none" else f" x {len(views)} views ({tta})"
+    click.echo(f"ensemble of {len(members)}{seen}: test accuracy {test['accuracy']:.4f} "
+               f"(best member {best:.4f}, mean {np.mean(member_accuracy):.4f}, one view each)")
     click.echo(f"saved {out_dir / MODEL_FILE}, metrics.json")
     return 0

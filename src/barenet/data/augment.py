@@ -2,7 +2,8 @@
 
 Each image gets its own rotation, scale, shift and, optionally, left-right mirror (one
 inverse affine map per image) and, optionally, a smooth random displacement field (Simard,
-Steinkraus & Platt 2003). All images of a batch are resampled at once with bilinear
+Steinkraus & Platt 2003) and a rectangle of noise over part of it (random erasing, Zhong et
+al. 2017). All images of a batch are resampled at once with bilinear
 interpolation, and the fields are smoothed by a Gaussian written as two small GEMMs: NumPy
 only. Randomness comes only from the given rng.
 """
@@ -30,10 +31,13 @@ class Augmenter:
         self.elastic_alpha = float(config.elastic_alpha)
         self.elastic_sigma = float(config.elastic_sigma)
         self.flip = float(getattr(config, "flip", 0.0))
+        self.erase = float(getattr(config, "erase", 0.0))
+        self.erase_area = float(getattr(config, "erase_area", 0.3))
 
     @property
     def enabled(self) -> bool:
-        return bool(self.shift or self.rotate or self.scale or self.elastic_alpha or self.flip)
+        return bool(self.shift or self.rotate or self.scale or self.elastic_alpha or self.flip
+                    or self.erase)
 
     def __call__(self, batch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if not self.enabled or len(batch) == 0:
@@ -42,6 +46,8 @@ class Augmenter:
         n, h, w = images.shape
         rows, cols = self.source_coordinates(n, h, w, rng)          # (N, H, W) each
         out = bilinear(images.astype(np.float32, copy=False), rows, cols)
+        if self.erase:      # drawn only when on, so runs without erasing keep their numbers
+            out = erase_rectangles(out, self.erase, self.erase_area, rng)
         return out.reshape(batch.shape).astype(batch.dtype, copy=False)
 
     def source_coordinates(self, n: int, h: int, w: int, rng: np.random.Generator):
@@ -65,6 +71,31 @@ class Augmenter:
             rows += d_rows
             cols += d_cols
         return rows, cols
+
+
+def erase_rectangles(images: np.ndarray, p: float, max_area: float,
+                     rng: np.random.Generator) -> np.ndarray:
+    """Random erasing: with probability p, one rectangle of an image becomes uniform noise.
+
+    images: (N, H, W) float in [0, 1]. The rectangle covers a share of the image drawn
+    uniformly from [0.02, max_area], with an aspect ratio log-uniform in [0.3, 3.3], placed
+    uniformly where it fits.
+    """
+    n, h, w = images.shape
+    hit = rng.random(n) < p
+    area = rng.uniform(0.02, max(max_area, 0.02), n) * (h * w)
+    aspect = np.exp(rng.uniform(math.log(0.3), math.log(1 / 0.3), n))       # height / width
+    eh = np.clip(np.rint(np.sqrt(area * aspect)), 1, h).astype(np.intp)
+    ew = np.clip(np.rint(np.sqrt(area / aspect)), 1, w).astype(np.intp)
+    top = (rng.random(n) * (h - eh + 1)).astype(np.intp)
+    left = (rng.random(n) * (w - ew + 1)).astype(np.intp)
+    r = np.arange(h)[None, :, None]
+    c = np.arange(w)[None, None, :]
+    inside = ((r >= top[:, None, None]) & (r < (top + eh)[:, None, None])
+              & (c >= left[:, None, None]) & (c < (left + ew)[:, None, None]))
+    inside &= hit[:, None, None]
+    noise = rng.random((n, h, w), dtype=np.float32)
+    return np.where(inside, noise, images).astype(images.dtype, copy=False)
 
 
 def elastic_fields(n: int, h: int, w: int, alpha: float, sigma: float,
