@@ -33,7 +33,7 @@ def command(config_file, overrides, out, digits, copies, seed, data_dir):
     config = load_config(config_file, list(overrides))
     if not config.augment.enabled:
         raise Failure("the config has augmentation off (all of augment.shift, rotate, scale, "
-                      "elastic_alpha, flip are 0); set some, e.g. --set augment.rotate=15")
+                      "elastic_alpha, flip, erase are 0); set some, e.g. --set augment.rotate=15")
     (x_train, _), _ = load_dataset(config.data.dataset, data_dir)
     rng = np.random.default_rng(seed)
     chosen = rng.choice(len(x_train), size=digits, replace=False)
@@ -70,7 +70,8 @@ def _plot(originals, augmented, config, path: Path) -> None:
     a = config.augment
     fig.suptitle(f"{config.data.dataset}: shift {a.shift:g} px, rotate {a.rotate:g} deg, "
                  f"scale {a.scale:g}, elastic alpha {a.elastic_alpha:g} sigma {a.elastic_sigma:g}"
-                 + (f", mirrored with p {a.flip:g}" if a.flip else ""),
+                 + (f", mirrored with p {a.flip:g}" if a.flip else "")
+                 + (f", erased with p {a.erase:g} (up to {a.erase_area:g})" if a.erase else ""),
                  fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     fig.savefig(path, dpi=100)
