@@ -127,7 +127,10 @@ def test_views_shift_and_mirror_with_zero_fill():
     assert flat.shape == (1, 9) and flat.tolist() == [[0, 4, 5, 0, 7, 8, 0, 0, 0]]
     four = apply_view(x[:, None], "flip")                        # (N, 1, H, W)
     assert four.shape == (1, 1, 3, 3) and four[0, 0, 0].tolist() == [3, 2, 1]
-    for bad in ("mirror", "shift:9,0", "shift:1", 3):
+    both = apply_view(x, "flip+shift:1,0")                     # steps apply in order
+    assert both.tolist() == [[[0, 0, 0], [3, 2, 1], [6, 5, 4]]]
+    assert len(set(TTA_PRESETS["flip-shift"])) == 10
+    for bad in ("mirror", "shift:9,0", "shift:1", 3, "flip+", "identity+flip", None):
         with pytest.raises(ValueError):
             check_view(bad)
 

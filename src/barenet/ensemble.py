@@ -22,25 +22,33 @@ from .serialize import model_metadata, save_arrays
 
 ENSEMBLE_TYPE = "Ensemble"
 IDENTITY = "identity"
+_SHIFTS = ("shift:1,0", "shift:-1,0", "shift:0,1", "shift:0,-1")
 # Named sets of views for `barenet ensemble --tta`: mirrors suit garments (a mirrored shirt is
 # a shirt), not digits; one-pixel shifts suit both.
 TTA_PRESETS = {
     "none": [IDENTITY],
     "flip": [IDENTITY, "flip"],
-    "shift": [IDENTITY, "shift:1,0", "shift:-1,0", "shift:0,1", "shift:0,-1"],
+    "shift": [IDENTITY, *_SHIFTS],
+    "flip-shift": [IDENTITY, "flip", *_SHIFTS, *(f"flip+{s}" for s in _SHIFTS)],
 }
 _SHIFT = re.compile(r"shift:(-?\d+),(-?\d+)$")
 
 
 def check_view(view: str) -> str:
-    """`view` itself if it names a view ('identity', 'flip', 'shift:DY,DX'); else ValueError."""
-    if view in (IDENTITY, "flip"):
-        return view
-    match = _SHIFT.match(view) if isinstance(view, str) else None
-    if match and max(abs(int(match[1])), abs(int(match[2]))) <= 4:
-        return view
-    raise ValueError(f"unknown view {view!r}: use 'identity', 'flip' or 'shift:DY,DX' "
-                     f"with shifts of at most 4 pixels")
+    """`view` itself if it names a view, else ValueError.
+
+    A view is 'identity', 'flip', 'shift:DY,DX' or steps joined by '+' ('flip+shift:1,0':
+    mirror, then shift).
+    """
+    steps = view.split("+") if isinstance(view, str) else [None]
+    for step in steps:
+        if step == IDENTITY and len(steps) == 1 or step == "flip":
+            continue
+        match = _SHIFT.match(step) if isinstance(step, str) else None
+        if not (match and max(abs(int(match[1])), abs(int(match[2]))) <= 4):
+            raise ValueError(f"unknown view {view!r}: use 'identity', 'flip', 'shift:DY,DX' "
+                             f"(shifts of at most 4 pixels) or steps joined by '+'")
+    return view
 
 
 def apply_view(x: np.ndarray, view: str) -> np.ndarray:
@@ -50,6 +58,10 @@ def apply_view(x: np.ndarray, view: str) -> np.ndarray:
     """
     check_view(view)
     if view == IDENTITY:
+        return x
+    if "+" in view:
+        for step in view.split("+"):
+            x = apply_view(x, step)
         return x
     shape = x.shape
     if x.ndim == 2:

@@ -13,10 +13,11 @@ import click
 @click.argument("runs", nargs=-1, required=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Directory for model.safetensors and metrics.json.")
-@click.option("--tta", type=click.Choice(["none", "flip", "shift"]), default="none",
-              show_default=True,
+@click.option("--tta", type=click.Choice(["none", "flip", "shift", "flip-shift"]),
+              default="none", show_default=True,
               help="Test-time augmentation: also average over each image's left-right mirror "
-                   "(flip, for garments) or its four one-pixel shifts (shift).")
+                   "(flip, for garments), its four one-pixel shifts (shift), or both and the "
+                   "mirror's shifts (flip-shift, 10 views).")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="MNIST cache directory.")
 def command(runs, out, tta, data_dir):
     """Average the probabilities of RUNS (run directories or model files) into one model.
@@ -33,7 +34,7 @@ def command(runs, out, tta, data_dir):
     from .runs import MODEL_FILE, resolve_model_path, write_json
 
     if len(runs) < 2 and tta == "none":
-        raise Failure("an ensemble needs at least two runs (or one run with --tta flip|shift)")
+        raise Failure("an ensemble needs at least two runs (or one run with --tta)")
     out_dir = Path(out)
     if out_dir.exists() and not out_dir.is_dir():
         raise Failure(f"--out {out_dir} is a file, not a directory")
