@@ -113,8 +113,11 @@ def test_erase_off_draws_nothing_extra():
 def test_erase_settings_are_checked():
     from barenet.config import ConfigError, load_config
 
-    with pytest.raises(ConfigError, match="augment.erase"):
-        load_config(None, ["augment.erase=2"])
+    for bad in ("2", "-0.5"):
+        with pytest.raises(ConfigError, match="augment.erase"):
+            load_config(None, [f"augment.erase={bad}"])
+    with pytest.raises(ConfigError, match="augment.flip"):
+        load_config(None, ["augment.flip=-1"])
     with pytest.raises(ConfigError, match="augment.erase_area"):
         load_config(None, ["augment.erase_area=0.01"])
 

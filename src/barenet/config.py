@@ -227,8 +227,8 @@ def validate(c: Config) -> None:
     for key in ("shift", "rotate", "scale", "elastic_alpha"):
         check(getattr(a, key) >= 0, f"augment.{key}", "must be >= 0 (0 = off)", getattr(a, key))
     check(a.scale < 1, "augment.scale", "must be < 1", a.scale)
-    check(a.flip <= 1, "augment.flip", "is a probability: must be in [0, 1]", a.flip)
-    check(a.erase <= 1, "augment.erase", "is a probability: must be in [0, 1]", a.erase)
+    check(0 <= a.flip <= 1, "augment.flip", "is a probability: must be in [0, 1]", a.flip)
+    check(0 <= a.erase <= 1, "augment.erase", "is a probability: must be in [0, 1]", a.erase)
     check(0.02 <= a.erase_area <= 1, "augment.erase_area", "must be in [0.02, 1]",
           a.erase_area)
     check(a.elastic_sigma > 0, "augment.elastic_sigma", "must be > 0", a.elastic_sigma)
