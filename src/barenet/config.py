@@ -55,8 +55,8 @@ class AugmentConfig:
 
     @property
     def enabled(self) -> bool:
-        return bool(self.shift or self.rotate or self.scale or self.elastic_alpha or self.flip
-                    or self.erase)
+        from .data.augment import changes_images  # NumPy only; imported when asked
+        return changes_images(self)
 
 
 @dataclass(frozen=True)

@@ -36,8 +36,7 @@ class Augmenter:
 
     @property
     def enabled(self) -> bool:
-        return bool(self.shift or self.rotate or self.scale or self.elastic_alpha or self.flip
-                    or self.erase)
+        return changes_images(self)
 
     def __call__(self, batch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if not self.enabled or len(batch) == 0:
@@ -71,6 +70,12 @@ class Augmenter:
             rows += d_rows
             cols += d_cols
         return rows, cols
+
+
+def changes_images(config) -> bool:
+    """True when any augmentation of `config` (an AugmentConfig or an Augmenter) is on."""
+    return any(float(getattr(config, key, 0.0)) for key in
+               ("shift", "rotate", "scale", "elastic_alpha", "flip", "erase"))
 
 
 def erase_rectangles(images: np.ndarray, p: float, max_area: float,
