@@ -124,6 +124,27 @@ def test_report_command_regenerates_it_and_saves_chosen_pngs(run_dir, tmp_path, 
     assert "unknown plot curvs" in capsys.readouterr().err
 
 
+def test_report_of_an_ensemble_lists_its_members_and_shows_the_first_ones_inside(
+        run_dir, tmp_path, capsys):
+    other = tmp_path / "other"
+    assert main(["train", *TINY, "--seed", "1", "--out", str(other), "-q"]) == 0
+    ens = tmp_path / "ens"
+    assert main(["ensemble", str(run_dir), str(other), "--out", str(ens)]) == 0
+    images = tmp_path / "images"
+    capsys.readouterr()
+    assert main(["report", str(ens), "--png-dir", str(images)]) == 0
+    captured = capsys.readouterr()
+    assert "wrote" in captured.out and "Traceback" not in captured.err
+    page = page_text((ens / "report.html").read_text())
+    assert page.count("<code>member</code> (weight 0.500)") == 2
+    assert "Dense - ReLU - Dropout - Dense" in page and "identity" in page
+    assert "first member (of 2)" in page                         # weights and saliency
+    assert "<b>Training curves.</b> Nothing to show for this run." in page   # no epochs
+    assert {"weights.png", "saliency.png", "confusion.png"} <= {p.name for p in
+                                                                images.iterdir()}
+    assert "curves.png" not in {p.name for p in images.iterdir()}
+
+
 def test_report_of_a_directory_without_a_model_is_a_usage_error(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "model.safetensors" in capsys.readouterr().err

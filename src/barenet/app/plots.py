@@ -81,7 +81,10 @@ def _column(history: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def training_curves(history: list[dict], title: str = "Training curves"):
-    """Loss (log scale), accuracy and learning rate per epoch; train and validation."""
+    """Loss (log scale), accuracy and learning rate per epoch; train and validation.
+    None without any epoch (an ensemble's run directory)."""
+    if not any(r.get("loss") is not None or r.get("accuracy") is not None for r in history):
+        return None
     has_lr = any(r.get("lr") is not None for r in history)
     fig = _figure(13.0 if has_lr else 9.0, 3.9)
     axes = fig.subplots(1, 3 if has_lr else 2)

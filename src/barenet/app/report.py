@@ -92,13 +92,18 @@ def _figures(run: dict, x, y, probs, report: dict,
     from . import plots
 
     model = run["model"]
+    # An ensemble has no layers of its own: its pictures of the inside show its first member.
+    inner, of_whom = model, ""
+    if not hasattr(model, "layers"):
+        inner, of_whom = model.members[0], f" Of the ensemble's first member (of {len(model)})."
     cm = np.array(report["confusion_matrix"])
     firsts = np.array([np.flatnonzero(y == k)[0] for k in range(probs.shape[1])
                        if (y == k).any()])
 
     def saliency_plot():
-        gradients, targets = saliency.input_gradient(model, x[firsts])
-        return plots.saliency_figure(x[firsts], y[firsts], probs[firsts], gradients, targets,
+        gradients, targets = saliency.input_gradient(inner, x[firsts])
+        own = probs[firsts] if inner is model else inner.predict_proba(x[firsts])
+        return plots.saliency_figure(x[firsts], y[firsts], own, gradients, targets,
                                      names=names)
 
     noun = "digit" if names is None else "class"
@@ -129,11 +134,12 @@ def _figures(run: dict, x, y, probs, report: dict,
          "calibration error (ECE) is the gap weighted by the share of images in each bin.",
          lambda: plots.reliability_diagram(report["reliability"], report["ece"],
                                            names=names)),
-        (inside, "weights", "First-layer weights", "What the first layer responds to.",
-         lambda: plots.first_layer_weights(model)),
+        (inside, "weights", "First-layer weights",
+         "What the first layer responds to." + of_whom,
+         lambda: plots.first_layer_weights(inner)),
         (inside, "saliency", "Saliency", f"The first test image of each {noun} and the "
          f"gradient of the predicted {noun}'s score (logit) with respect to each pixel, "
-         "from the network's own backward pass.", saliency_plot),
+         "from the network's own backward pass." + of_whom, saliency_plot),
     ]
 
 
@@ -212,9 +218,7 @@ def render_html(run_dir: Path, run: dict, report: dict, figures: list[tuple[str,
                           f"{a['f1']:.4f}", str(report["n"])))
     confused = [(f"{label(p['true'])} → {label(p['predicted'])}", str(p["count"]))
                 for p in report["most_confused"]]
-    layers = [(str(i), f'<code>{html.escape(layer.get("type", "?"))}</code>',
-               html.escape(", ".join(f"{k}={v}" for k, v in layer.items() if k != "type")))
-              for i, layer in enumerate(run["meta"].get("architecture", []))]
+    layers = _layer_rows(run["meta"].get("architecture", []))
     epoch_times = [r["time"] for r in history if r.get("time") is not None]
     times = [("training, total", _fmt(train_seconds, "s")),
              ("training, mean per epoch", _fmt(float(np.mean(epoch_times)) if epoch_times
@@ -268,6 +272,25 @@ def render_html(run_dir: Path, run: dict, report: dict, figures: list[tuple[str,
                      cls="text"),
               "<h2>Timing</h2>", _table(times, cls="kv"), "</body></html>"]
     return "\n".join(p for p in parts if p)
+
+
+def _layer_rows(architecture) -> list[tuple[str, str, str]]:
+    """The Network table: one row per layer, or per member (its layers in a line) for an
+    ensemble, whose test-time views come last."""
+    from ..ensemble import is_ensemble_architecture
+
+    if not is_ensemble_architecture(architecture):
+        return [(str(i), f'<code>{html.escape(layer.get("type", "?"))}</code>',
+                 html.escape(", ".join(f"{k}={v}" for k, v in layer.items() if k != "type")))
+                for i, layer in enumerate(architecture)]
+    members = architecture.get("members", [])
+    weights = architecture.get("weights") or [1.0 / max(len(members), 1)] * len(members)
+    rows = [(str(i), f"<code>member</code> (weight {w:.3f})",
+             html.escape(" - ".join(layer.get("type", "?") for layer in spec)))
+            for i, (spec, w) in enumerate(zip(members, weights))]
+    views = architecture.get("views") or ["identity"]
+    rows.append(("", "<code>views</code>", html.escape(", ".join(views))))
+    return rows
 
 
 def write_report(run_dir: str | Path, *, data_dir=None, strict: bool = False,
