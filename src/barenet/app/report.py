@@ -218,7 +218,7 @@ def render_html(run_dir: Path, run: dict, report: dict, figures: list[tuple[str,
                           f"{a['f1']:.4f}", str(report["n"])))
     confused = [(f"{label(p['true'])} → {label(p['predicted'])}", str(p["count"]))
                 for p in report["most_confused"]]
-    layers = _layer_rows(run["meta"].get("architecture", []))
+    layers = _layer_rows(run["model"], run["meta"].get("architecture", []))
     epoch_times = [r["time"] for r in history if r.get("time") is not None]
     times = [("training, total", _fmt(train_seconds, "s")),
              ("training, mean per epoch", _fmt(float(np.mean(epoch_times)) if epoch_times
@@ -274,22 +274,17 @@ def render_html(run_dir: Path, run: dict, report: dict, figures: list[tuple[str,
     return "\n".join(p for p in parts if p)
 
 
-def _layer_rows(architecture) -> list[tuple[str, str, str]]:
-    """The Network table: one row per layer, or per member (its layers in a line) for an
-    ensemble, whose test-time views come last."""
-    from ..ensemble import is_ensemble_architecture
-
-    if not is_ensemble_architecture(architecture):
+def _layer_rows(model, architecture) -> list[tuple[str, str, str]]:
+    """The Network table: one row per layer (from the file's architecture), or for an
+    ensemble one per member (its layers in a line, its weight), then the test-time views."""
+    if hasattr(model, "layers"):
         return [(str(i), f'<code>{html.escape(layer.get("type", "?"))}</code>',
                  html.escape(", ".join(f"{k}={v}" for k, v in layer.items() if k != "type")))
                 for i, layer in enumerate(architecture)]
-    members = architecture.get("members", [])
-    weights = architecture.get("weights") or [1.0 / max(len(members), 1)] * len(members)
     rows = [(str(i), f"<code>member</code> (weight {w:.3f})",
-             html.escape(" - ".join(layer.get("type", "?") for layer in spec)))
-            for i, (spec, w) in enumerate(zip(members, weights))]
-    views = architecture.get("views") or ["identity"]
-    rows.append(("", "<code>views</code>", html.escape(", ".join(views))))
+             html.escape(" - ".join(type(layer).__name__ for layer in member.layers)))
+            for i, (member, w) in enumerate(zip(model.members, model.weights))]
+    rows.append(("", "<code>views</code>", html.escape(", ".join(model.views))))
     return rows
 
 
