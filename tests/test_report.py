@@ -140,6 +140,8 @@ def test_report_of_an_ensemble_lists_its_members_and_shows_the_first_ones_inside
     assert "Dense - ReLU - Dropout - Dense" in page and "identity" in page
     assert "first member (of 2)" in page                         # weights and saliency
     assert "<b>Training curves.</b> Nothing to show for this run." in page   # no epochs
+    for row in ("epochs", "training time"):                      # not 0 epochs in 0.0 s
+        assert re.search(rf"<td>{row}</td><td>—</td>", page), row
     assert {"weights.png", "saliency.png", "confusion.png"} <= {p.name for p in
                                                                 images.iterdir()}
     assert "curves.png" not in {p.name for p in images.iterdir()}

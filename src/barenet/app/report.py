@@ -189,8 +189,10 @@ def render_html(run_dir: Path, run: dict, report: dict, figures: list[tuple[str,
     config, history, train_metrics = run["config"], run["history"], run["metrics"]
     val, val_epoch = best_val(history)
     n_params = sum(p.data.size for p in run["model"].parameters())
+    # An ensemble's directory has no epochs of its own: "—", not 0 epochs in 0.0 s.
     train_seconds = train_metrics.get("train_seconds_total",
-                                      sum(r.get("time", 0.0) for r in history))
+                                      sum(r.get("time", 0.0) for r in history) if history
+                                      else None)
     dataset = _dataset(config)
     names = data.class_names(dataset)
 
@@ -206,7 +208,7 @@ def render_html(run_dir: Path, run: dict, report: dict, figures: list[tuple[str,
                                                        if val_epoch else "")),
         ("macro F1", _fmt(report["macro_avg"]["f1"])),
         ("expected calibration error", _fmt(report["ece"], "%")),
-        ("epochs", _fmt(len(history))),
+        ("epochs", _fmt(len(history) if history else None)),
         ("training time", _fmt(train_seconds, "s")),
         ("parameters", f"{n_params:,}"),
     ]
