@@ -9,8 +9,10 @@ from pathlib import Path
 
 from . import common
 
-CASES = ("epoch-sgd", "epoch-adam", "infer-batch", "infer-128", "epoch-cnn", "recipe", "rss",
-         "startup", "load")
+CASES = ("epoch-sgd", "epoch-adam", "infer-batch", "infer-128", "epoch-cnn", "epoch-cnn-best",
+         "epoch-cnn-best-aug", "infer-cnn-best", "augment", "recipe", "rss", "startup", "load")
+DATA_CASES = {"epoch-sgd", "epoch-adam", "infer-batch", "infer-128", "epoch-cnn",
+              "epoch-cnn-best", "epoch-cnn-best-aug", "infer-cnn-best", "augment"}
 DEFAULT_JSON = Path(__file__).parent / "results" / "latest.json"
 
 
@@ -51,13 +53,13 @@ def load_data(data_dir):
 
 
 def run_cases(args, torch, say) -> list[common.Result]:
-    from . import cnn, mlp, process, recipe
+    from . import cnn, cnn_best, mlp, process, recipe
 
     quick = args.quick
     epochs = args.epochs or (3 if quick else 7)
     repeats = 5 if quick else 15
-    data = load_data(args.data_dir) if set(args.cases) & {
-        "epoch-sgd", "epoch-adam", "infer-batch", "infer-128", "epoch-cnn"} else None
+    data = load_data(args.data_dir) if set(args.cases) & DATA_CASES else None
+    cnn_epochs = args.epochs or (2 if quick else 3)
     jobs = {
         "epoch-sgd": lambda: mlp.epoch_case("sgd", data, torch, epochs=epochs,
                                             limit=args.limit),
@@ -67,6 +69,14 @@ def run_cases(args, torch, say) -> list[common.Result]:
         "infer-128": lambda: mlp.inference_case(128, data, torch, repeats=repeats),
         "epoch-cnn": lambda: cnn.epoch_case(data, torch, epochs=args.epochs or (3 if quick else 5),
                                             limit=args.limit),
+        "epoch-cnn-best": lambda: cnn_best.epoch_case(data, torch, epochs=cnn_epochs,
+                                                      augment=False, limit=args.limit),
+        "epoch-cnn-best-aug": lambda: cnn_best.epoch_case(data, torch, epochs=cnn_epochs,
+                                                          augment=True, limit=args.limit),
+        "infer-cnn-best": lambda: cnn_best.inference_case(data, torch,
+                                                          repeats=3 if quick else 7),
+        "augment": lambda: cnn_best.augment_case(data, torch, epochs=3 if quick else 5,
+                                                 limit=args.limit),
         "recipe": lambda: recipe.recipe_case(None if quick else torch,
                                              data_dir=args.data_dir),
         "rss": lambda: process.rss_case(epochs=2 if quick else None, data_dir=args.data_dir),

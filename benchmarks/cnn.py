@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 import barenet as bn
-from barenet.conv import Conv2D, MaxPool2D
+from barenet.conv import BatchNorm2d, Conv2D, MaxPool2D
 
 from .common import Result, alternate, check, median
 from .mlp import BATCH, BarenetTrainer, TorchTrainer
@@ -37,10 +37,22 @@ def torch_twin(model: bn.Sequential, torch):
         elif isinstance(layer, bn.Dense):
             twin = nn.Linear(layer.n_in, layer.n_out, bias=layer.b is not None)
             weight = layer.W.data.T
+        elif isinstance(layer, (BatchNorm2d, bn.BatchNorm1d)):
+            kind = nn.BatchNorm2d if isinstance(layer, BatchNorm2d) else nn.BatchNorm1d
+            twin = kind(layer.num_features, eps=layer.eps, momentum=layer.momentum)
+            with torch.no_grad():
+                twin.weight.copy_(torch.from_numpy(layer.gamma.data.copy()))
+                twin.bias.copy_(torch.from_numpy(layer.beta.data.copy()))
+                twin.running_mean.copy_(torch.from_numpy(layer.running_mean.copy()))
+                twin.running_var.copy_(torch.from_numpy(layer.running_var.copy()))
+            layers.append(twin)
+            continue
         else:
             twin = {bn.ReLU: nn.ReLU, bn.Flatten: nn.Flatten}.get(type(layer))
             if isinstance(layer, MaxPool2D):
                 twin = nn.MaxPool2d(layer.kernel_size, layer.stride, layer.padding)
+            elif type(layer) is bn.Dropout:
+                twin = nn.Dropout(layer.p)
             elif twin is None:
                 raise TypeError(f"no PyTorch twin for {type(layer).__name__}")
             else:

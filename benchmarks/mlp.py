@@ -60,16 +60,16 @@ class BarenetTrainer:
     """One more epoch of barenet's own `fit` per call (state carries over, as in a long run)."""
 
     def __init__(self, model, optimizer, x, y, *, seed=0, schedule=None, validation=None,
-                 state=None):
+                 state=None, augment=None):
         self.model, self.optimizer, self.x, self.y = model, optimizer, x, y
-        self.schedule, self.validation = schedule, validation
+        self.schedule, self.validation, self.augment = schedule, validation, augment
         self.state = state or TrainState(model, optimizer, np.random.default_rng(seed),
                                          History())
 
     def epoch(self) -> float:
         bn.fit(self.model, bn.softmax_cross_entropy, self.optimizer, self.x, self.y,
                epochs=self.state.epoch + 1, batch_size=BATCH, state=self.state,
-               schedule=self.schedule, validation=self.validation)
+               schedule=self.schedule, validation=self.validation, augment=self.augment)
         return self.state.history.rows[-1]["time"]
 
 
@@ -81,8 +81,9 @@ class TorchTrainer:
     """
 
     def __init__(self, net, optimizer, x, y, torch, *, seed=0, lr_at=None, validation=None,
-                 sample_shape=(-1,)):
+                 sample_shape=(-1,), augment=None):
         self.torch, self.net, self.optimizer = torch, net, optimizer
+        self.augment = augment          # float batch -> augmented float batch, on tensors
         # uint8 (N, D) for an MLP; sample_shape=(1, 28, 28) gives a CNN its (N, C, H, W).
         self.x = torch.from_numpy(np.ascontiguousarray(x.reshape(len(x), *sample_shape)))
         self.y = torch.from_numpy(y.astype(np.int64))
@@ -112,6 +113,8 @@ class TorchTrainer:
                 for group in opt.param_groups:
                     group["lr"] = self.lr_at(self.epochs_done + b / n_batches)
             xb = self.x[idx].to(torch.float32).mul_(1.0 / 255.0)
+            if self.augment is not None:
+                xb = self.augment(xb)
             yb = self.y[idx]
             logits = net(xb)
             loss = functional.cross_entropy(logits, yb)

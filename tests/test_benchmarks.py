@@ -21,13 +21,14 @@ def test_training_and_inference_cases_run(tiny_data, tmp_path, no_torch):
     if not no_torch:
         pytest.importorskip("torch")
     out = tmp_path / "bench.json"
-    argv = ["--cases", "epoch-sgd", "epoch-adam", "infer-batch", "infer-128", "epoch-cnn",
-            "recipe", "--epochs", "1", "--limit", "256", "--settle", "0", "--json", str(out)]
+    cases = ["epoch-sgd", "epoch-adam", "infer-batch", "infer-128", "epoch-cnn",
+             "epoch-cnn-best", "epoch-cnn-best-aug", "infer-cnn-best", "augment", "recipe"]
+    argv = ["--cases", *cases, "--epochs", "1", "--limit", "256", "--settle", "0",
+            "--json", str(out)]
     assert main(argv + (["--no-torch"] if no_torch else [])) == 0
     report = json.loads(out.read_text())
     rows = {r["case"]: r for r in report["results"]}
-    assert set(rows) == {"epoch-sgd", "epoch-adam", "infer-batch", "infer-128", "epoch-cnn",
-                         "recipe"}
+    assert set(rows) == set(cases)
     for row in rows.values():
         assert row["barenet"] is not None and row["barenet"] > 0
         assert (row["torch"] is None) == no_torch
@@ -70,3 +71,31 @@ def test_cnn_twin_computes_the_same_logits():
     with torch.no_grad():
         twin = cnn.torch_twin(model, torch)(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(model.forward(x), twin, rtol=1e-4, atol=1e-5)
+
+
+def test_cnn_best_twin_computes_the_same_logits_with_batch_norm_and_dropout():
+    torch = pytest.importorskip("torch")
+    import numpy as np
+    from benchmarks import cnn, cnn_best
+
+    model = cnn_best.build_barenet(seed=3)
+    x = np.random.default_rng(0).random((6, 1, 28, 28), dtype=np.float32)
+    net = cnn.torch_twin(model, torch)
+    model.layers[-2].p = net[-2].p = 0.0                # dropout off, to compare
+    with torch.no_grad():
+        train_mode = net.train()(torch.from_numpy(x)).numpy()      # batch statistics
+    np.testing.assert_allclose(model.train().forward(x), train_mode, rtol=1e-3, atol=1e-4)
+
+
+def test_torch_augment_with_nothing_to_do_returns_the_images():
+    torch = pytest.importorskip("torch")
+    import numpy as np
+    from barenet.config import AugmentConfig
+    from benchmarks import cnn_best
+
+    x = np.random.default_rng(0).random((5, 1, 28, 28), dtype=np.float32)
+    off = cnn_best.TorchAugment(AugmentConfig(), torch)
+    np.testing.assert_allclose(off(torch.from_numpy(x)).numpy(), x, atol=1e-5)
+    on = cnn_best.TorchAugment(cnn_best.load_config().augment, torch)
+    out = on(torch.from_numpy(x)).numpy()
+    assert out.shape == x.shape and not np.allclose(out, x)

@@ -144,8 +144,6 @@ def test_fit_splits_conv_models_only_and_reproducibly(monkeypatch):
     monkeypatch.setattr(parallel, "_cpus", one_cpu_twice)
     assert parallel.can_split_training(small_cnn())
     assert not parallel.can_split_training(mlp())                     # GEMM-bound: BLAS
-    with_bn = bn.Sequential(*small_cnn().layers[:1], bn.conv.BatchNorm2d(3))
-    assert not parallel.can_split_training(with_bn)                    # batch statistics
     x = images(256)
     y = np.random.default_rng(2).integers(0, 10, 256)
 
@@ -182,3 +180,95 @@ def test_split_training_continues_exactly_across_fit_calls(monkeypatch):
            state=state_b)
     for a, b in zip(model_a.parameters(), model_b.parameters()):
         assert np.array_equal(a.data, b.data)
+
+
+def cpus(k):
+    """k 'CPUs' that are all the one this process may use: k parts even on a one-CPU runner."""
+    import os
+
+    if not hasattr(os, "sched_getaffinity"):
+        pytest.skip("no CPU affinity on this platform")
+    return lambda: [min(os.sched_getaffinity(0))] * k
+
+
+def bn_cnn(dtype=np.float64):
+    """Conv, batch norm over maps, pooling, dense, batch norm over features: both BN kinds."""
+    return bn.Sequential(Conv2D(1, 4, 3, rng=0, dtype=dtype), BatchNorm2d(4, dtype=dtype),
+                         bn.ReLU(), MaxPool2D(2), bn.Flatten(),
+                         bn.Dense(4 * 13 * 13, 16, rng=1, dtype=dtype),
+                         bn.BatchNorm1d(16, dtype=dtype), bn.Tanh(),
+                         bn.Dense(16, 10, rng=2, dtype=dtype))
+
+
+@pytest.mark.parametrize("parts", [2, 3, 4, 8])
+def test_batch_norm_split_across_cores_equals_the_whole_batch(monkeypatch, parts):
+    """Statistics, running averages and every gradient as if the batch were not split."""
+    force_threads(monkeypatch, parts)
+    monkeypatch.setattr(parallel, "_cpus", cpus(parts))
+    x = np.random.default_rng(0).random((101, 1, 28, 28))          # odd: unequal parts
+    y = np.random.default_rng(1).integers(0, 10, 101)
+    whole = bn_cnn()
+    full_loss, grad = bn.softmax_cross_entropy(whole.forward(x), y)
+    whole.backward(grad)
+    split_model = bn_cnn()
+    with parallel.SplitBatch(split_model, parts) as split:
+        loss, _, finite = split.step(x, y, bn.softmax_cross_entropy)
+    assert finite and loss == pytest.approx(full_loss, rel=1e-12)
+    for p, q in zip(split_model.parameters(), whole.parameters()):
+        np.testing.assert_allclose(p.grad, q.grad, rtol=1e-9, atol=1e-12)
+    for a, b in zip(split_model.layers, whole.layers):
+        for name, buffer in a.buffers().items():
+            np.testing.assert_allclose(buffer, b.buffers()[name], rtol=1e-12, atol=1e-15)
+    for layer in split_model.layers:            # the exchange ends with the step
+        assert getattr(layer, "batch_sums", None) is None
+
+
+def test_a_failing_part_raises_its_error_instead_of_hanging(monkeypatch):
+    force_threads(monkeypatch, 2)
+    monkeypatch.setattr(parallel, "_cpus", cpus(2))
+    model = bn_cnn()
+    split = parallel.SplitBatch(model, 2)
+
+    def broken(x):
+        raise RuntimeError("part 1 failed")
+
+    split.replicas[0].layers[-1].forward = broken       # after both batch norms' exchanges
+    x = np.random.default_rng(0).random((64, 1, 28, 28))
+    y = np.zeros(64, dtype=np.int64)
+    with split, pytest.raises(RuntimeError, match="part 1 failed"):
+        split.step(x, y, bn.softmax_cross_entropy)
+
+
+def test_parts_follow_the_cpus_blas_threads_and_batch(monkeypatch):
+    force_threads(monkeypatch, 8)
+    monkeypatch.setattr(parallel, "_cpus", cpus(8))
+    assert parallel.training_parts(bn_cnn(), 128) == 4               # 32 images per part
+    assert parallel.training_parts(bn_cnn(), 512) == 8
+    assert parallel.training_parts(bn_cnn(), 40) == 1
+    assert parallel.training_parts(mlp(), 512) == 1                  # BLAS spreads GEMMs
+    monkeypatch.setattr(parallel, "_cpus", cpus(1))
+    assert parallel.training_parts(bn_cnn(), 512) == 1
+    force_threads(monkeypatch, 1)                                     # OPENBLAS_NUM_THREADS=1
+    monkeypatch.setattr(parallel, "_cpus", cpus(8))
+    assert parallel.training_parts(bn_cnn(), 512) == 1
+
+
+@pytest.mark.parametrize("parts", [1, 2, 4])
+def test_fit_trains_batch_norm_cnns_split_reproducibly(monkeypatch, parts):
+    """Whole epochs, a last batch too small to split, and the same numbers twice."""
+    force_threads(monkeypatch, parts)
+    monkeypatch.setattr(parallel, "_cpus", cpus(parts))
+    x = images(300)                                     # batches 128, 128, 44
+    y = np.random.default_rng(2).integers(0, 10, 300)
+
+    def run():
+        model = bn_cnn(np.float32)
+        model.layers.insert(-1, bn.Dropout(0.3, rng=4))
+        opt = bn.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        history = bn.fit(model, bn.softmax_cross_entropy, opt, x, y, epochs=2,
+                         batch_size=128, rng=0)
+        return history.rows[-1]["loss"], [p.data.copy() for p in model.parameters()]
+
+    (loss_a, w_a), (loss_b, w_b) = run(), run()
+    assert np.isfinite(loss_a)
+    assert loss_a == loss_b and all(np.array_equal(a, b) for a, b in zip(w_a, w_b))

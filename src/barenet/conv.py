@@ -382,6 +382,13 @@ class BatchNorm2d(Layer):
         self.running_var = np.ones(num_features, dtype=dtype)
         self._ones = None                       # GEMV summing vector, reused across batches
 
+    batch_sums = None       # set by parallel.SplitBatch while a batch is split across cores
+
+    def _total(self, local: np.ndarray) -> np.ndarray:
+        """Sums over the whole batch: `local` itself, or, when the batch is split across
+        cores, this part's sums plus the other parts' (the gradient needs them too)."""
+        return local if self.batch_sums is None else self.batch_sums(local)
+
     def _column_sums(self, m: np.ndarray) -> np.ndarray:
         """Sums over the rows of (M, C) as a GEMV: far faster than m.sum(axis=0) when M >> C."""
         ones = self._ones
@@ -397,11 +404,12 @@ class BatchNorm2d(Layer):
             y = xm * scale
             y += self.beta.data - self.running_mean * scale
             return nchw(y.reshape(n, h, w, ch))
-        rows = len(xm)
-        mean = self._column_sums(xm) * (1.0 / rows)
+        rows = self._total(np.array([len(xm)], dtype=xm.dtype))[0]   # whole batch: N*H*W
+        mean = self._total(self._column_sums(xm)) * (1.0 / rows)
         xc = xm - mean
         y = np.multiply(xc, xc)                 # scratch for the squares, then the output
-        var = self._column_sums(y) * (1.0 / rows)   # biased, as used for normalization
+        var = self._total(self._column_sums(y)) * (1.0 / rows)   # biased, for normalization
+        self._rows = rows
         self._inv_std = 1.0 / np.sqrt(var + self.eps)
         xc *= self._inv_std
         self._xhat = xc                         # (N*H*W, C)
@@ -417,16 +425,18 @@ class BatchNorm2d(Layer):
     def backward(self, grad_out, need_input_grad=True):
         n, ch, h, w = grad_out.shape
         g = nhwc(grad_out).reshape(-1, ch)
-        xhat, rows = self._xhat, len(self._xhat)
+        xhat, rows = self._xhat, self._rows
         self.beta.grad[...] = self._column_sums(g)
         tmp = g * xhat
         self.gamma.grad[...] = self._column_sums(tmp)
         if not need_input_grad:
             return None
+        sum_g, sum_gx = np.split(self._total(np.concatenate([self.beta.grad,
+                                                              self.gamma.grad])), 2)
         # dx = gamma/std * (g - mean(g) - xhat * mean(g * xhat)), means over (N, H, W)
         a = self.gamma.data * self._inv_std
-        np.multiply(xhat, a * self.gamma.grad * (1.0 / rows), out=tmp)
-        tmp += a * self.beta.grad * (1.0 / rows)
+        np.multiply(xhat, a * sum_gx * (1.0 / rows), out=tmp)
+        tmp += a * sum_g * (1.0 / rows)
         dx = g * a
         dx -= tmp
         return nchw(dx.reshape(n, h, w, ch))

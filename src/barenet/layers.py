@@ -255,16 +255,23 @@ class BatchNorm1d(Layer):
         self.running_mean = np.zeros(num_features, dtype=dtype)
         self.running_var = np.ones(num_features, dtype=dtype)
 
+    batch_sums = None       # set by parallel.SplitBatch while a batch is split across cores
+
+    def _total(self, local: np.ndarray) -> np.ndarray:
+        """Sums over the whole batch: `local` itself, or, when the batch is split across
+        cores, this part's sums plus the other parts' (the gradient needs them too)."""
+        return local if self.batch_sums is None else self.batch_sums(local)
+
     def forward(self, x):
         self._eval = not self.training
         if self._eval:                                 # fixed statistics: an affine map
             self._inv_std = inv_std = 1.0 / np.sqrt(self.running_var + self.eps)
             self._xhat = xhat = (x - self.running_mean) * inv_std
             return xhat * self.gamma.data + self.beta.data
-        n = x.shape[0]
-        mean = x.mean(axis=0)
+        n = self._rows = self._total(np.array([len(x)], dtype=x.dtype))[0]   # whole batch
+        mean = self._total(x.sum(axis=0)) * (1.0 / n)
         xc = x - mean
-        var = (xc * xc).mean(axis=0)                   # biased, as used for normalization
+        var = self._total((xc * xc).sum(axis=0)) * (1.0 / n)   # biased, for normalization
         self._inv_std = 1.0 / np.sqrt(var + self.eps)
         self._xhat = xc * self._inv_std
         m = self.momentum                              # PyTorch convention: unbiased running var
@@ -283,9 +290,11 @@ class BatchNorm1d(Layer):
         if self._eval:                                 # running stats do not depend on x
             return grad_out * (self.gamma.data * self._inv_std)
         # dx = gamma/std * (g - mean(g) - xhat * mean(g * xhat)), all over the batch axis
-        n = grad_out.shape[0]
+        n = self._rows
+        sum_g, sum_gx = np.split(self._total(np.concatenate([self.beta.grad,
+                                                              self.gamma.grad])), 2)
         return (self.gamma.data * self._inv_std) * (
-            grad_out - self.beta.grad / n - xhat * (self.gamma.grad / n))
+            grad_out - sum_g * (1.0 / n) - xhat * (sum_gx * (1.0 / n)))
 
     def parameters(self):
         return [self.gamma, self.beta]

@@ -30,7 +30,7 @@ import math
 import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 
@@ -150,58 +150,99 @@ def run_rows(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray) -> np.ndarra
         _lock.release()
 
 
-# Training: a batch split across two threads ------------------------------------------------
+# Training: a batch split across the cores -------------------------------------------------
 
-MIN_SPLIT_BATCH = 64            # smaller batches train in the calling thread alone
+MIN_PART_ROWS = 32              # below this many images per part the GEMMs get too thin
+MIN_SPLIT_BATCH = 2 * MIN_PART_ROWS     # smaller batches train in the calling thread alone
 
 
-def can_split_training(model) -> bool:
-    """Whether fit may train `model` on two half-batches at once (see SplitBatch).
+def training_parts(model, batch_size: int) -> int:
+    """Into how many parts fit splits each batch of `model` (1: no split; see SplitBatch).
 
-    Only convolutional models (their im2col copies, col2im adds and pooling run on one core
-    otherwise; an MLP's time is in GEMMs that BLAS already spreads), only without layers that
-    keep running statistics (batch norm: its batch statistics would become per-half), and only
-    when the process may use exactly two CPUs and BLAS two threads (OPENBLAS_NUM_THREADS=1 keeps
-    training on one core). That is the machine this was measured on; with more cores, BLAS
-    spreading each GEMM over all of them may well beat two pinned halves.
+    Only convolutional models: their im2col copies, col2im adds, pooling and batch norm run on
+    one core otherwise, while an MLP's time is in GEMMs that BLAS already spreads. One part per
+    CPU the process may use, as long as BLAS may use that many threads (OPENBLAS_NUM_THREADS=1
+    keeps training on one core) and every part gets MIN_PART_ROWS images.
     """
     if not model.layers or getattr(model.layers[0], "input_ndim", 2) != 4:
-        return False
-    if any(layer.buffers() for layer in model.layers):
-        return False
+        return 1
     controller, threads = _controller()
     cpus = _cpus()
-    return controller is not None and threads >= 2 and cpus is not None and len(cpus) == 2
+    if controller is None or cpus is None:
+        return 1
+    return max(1, min(len(cpus), threads, batch_size // MIN_PART_ROWS))
+
+
+def can_split_training(model, batch_size: int = 128) -> bool:
+    return training_parts(model, batch_size) > 1
+
+
+class BatchSums:
+    """Sums over a batch that K threads hold in K parts: each passes its own (C,) sums and
+    gets the whole batch's back. Used by batch norm, whose statistics (and gradient) need the
+    whole batch's means. Every thread adds the parts in the same order, so all get the same
+    numbers. Two sets of slots alternate, so one barrier per exchange is enough.
+    """
+
+    def __init__(self, parts: int):
+        self.parts = parts
+        self._barrier = threading.Barrier(parts)
+        self._slots = [[None] * parts, [None] * parts]
+        self._round = [0] * parts
+
+    def total(self, part: int, local: np.ndarray) -> np.ndarray:
+        r = self._round[part]
+        self._round[part] = 1 - r
+        slots = self._slots[r]
+        slots[part] = local
+        self._barrier.wait()                # raises BrokenBarrierError if a part failed
+        total = slots[0].copy()
+        for other in slots[1:]:
+            total += other
+        return total
+
+    def abort(self) -> None:
+        self._barrier.abort()
 
 
 class SplitBatch:
-    """Forward and backward of one training batch as two halves in two threads.
+    """Forward and backward of one training batch as K parts in K threads, one per core.
 
-    The model takes the first half in the calling thread; a replica that shares its weight
-    arrays (so the optimizer's in-place updates reach both) takes the second in a pool thread.
-    Each half's loss gradient is weighted by its share of the batch, so the summed parameter
-    gradients equal the whole batch's. Dropout in the replica draws from a generator seeded
-    from the model's own dropout stream each batch: runs stay reproducible, and a checkpoint of
-    the model alone resumes them exactly. Use as a context manager around the epochs: it limits
-    BLAS to one thread per call and pins the two threads to two CPUs meanwhile.
+    The model takes the first part in the calling thread; replicas that share its weight
+    arrays (so the optimizer's in-place updates reach them all) take the others in pool
+    threads. Each part's loss gradient is weighted by its share of the batch, so the summed
+    parameter gradients equal the whole batch's. Batch norm layers exchange their per-part
+    sums (BatchSums), so their statistics and gradients are the whole batch's too. Dropout in
+    a replica draws from a generator seeded from the model's own dropout stream each batch:
+    runs stay reproducible for a given number of parts, and a checkpoint of the model alone
+    resumes them exactly. Use as a context manager around the epochs: it limits BLAS to one
+    thread per call and pins each thread to its own CPU meanwhile.
     """
 
-    def __init__(self, model):
-        self.model = model
+    def __init__(self, model, parts: int = 2):
+        self.model, self.parts = model, parts
         params = model.parameters()
         dtype = params[0].data.dtype if params else np.float32
-        self.replica = type(model).from_architecture(model.architecture(), dtype=dtype)
-        self.pairs = list(zip(params, self.replica.parameters()))
-        for own, twin in self.pairs:
-            twin.data = own.data
-        self.dropouts = [(a, b) for a, b in zip(model.layers, self.replica.layers)
-                         if isinstance(getattr(a, "rng", None), np.random.Generator)]
-        self.replica.train()
+        self.replicas = [type(model).from_architecture(model.architecture(), dtype=dtype)
+                         for _ in range(parts - 1)]
+        self.shards = [model, *self.replicas]
+        for replica in self.replicas:
+            for own, twin in zip(params, replica.parameters()):
+                twin.data = own.data
+            replica.train()
+        self.dropouts = [[layer for layer in shard.layers
+                          if isinstance(getattr(layer, "rng", None), np.random.Generator)]
+                         for shard in self.shards]
+        # Layers that need whole-batch sums, as one list per shard (same order in each).
+        self.norms = [[layer for layer in shard.layers if hasattr(layer, "batch_sums")]
+                      for shard in self.shards]
         self._context = contextlib.ExitStack()
 
     def __enter__(self) -> SplitBatch:
         controller, _ = _controller()
-        self._cpus = _cpus()[:2]
+        cpus = _cpus() or []
+        # Pin only when the parts take every CPU the process may use (see run_rows).
+        self._cpus = cpus if len(cpus) == self.parts else [None] * self.parts
         self._context.enter_context(controller.limit(limits=1, user_api="blas"))
         self._context.enter_context(_pinned_to(self._cpus[0]))
         return self
@@ -209,33 +250,65 @@ class SplitBatch:
     def __exit__(self, *exc) -> None:
         self._context.close()
 
+    def _share(self) -> None:
+        """Give every batch norm layer a fresh exchange with its twins in the other parts."""
+        for twins in zip(*self.norms):
+            sums = BatchSums(self.parts)
+            for part, layer in enumerate(twins):
+                layer.batch_sums = functools.partial(sums.total, part)
+                layer._exchange = sums
+
+    def _unshare(self) -> None:
+        for layers in self.norms:
+            for layer in layers:
+                layer.batch_sums = None
+
     def step(self, inputs: np.ndarray, labels: np.ndarray, loss) -> tuple[float, int, bool]:
         """Fill every parameter's .grad for the batch: (mean loss, correct predictions, finite)."""
-        m = len(inputs)
-        h = m // 2
-        for own, twin in self.dropouts:
-            twin.rng = np.random.default_rng(int(own.rng.integers(2**63)))
+        m, k = len(inputs), self.parts
+        bounds = [m * i // k for i in range(k + 1)]
+        for own, *twins in zip(*self.dropouts):
+            for twin in twins:
+                twin.rng = np.random.default_rng(int(own.rng.integers(2**63)))
+        self._share()
 
-        def second_half():
-            os.sched_setaffinity(0, {self._cpus[1]})
-            return self._half(self.replica, inputs[h:], labels[h:], loss, m)
+        def part(i):
+            if i and self._cpus[i] is not None:
+                os.sched_setaffinity(0, {self._cpus[i]})   # a pool thread: stays pinned
+            lo, hi = bounds[i], bounds[i + 1]
+            try:
+                return self._part(self.shards[i], inputs[lo:hi], labels[lo:hi], loss, m)
+            except BaseException:
+                for layer in self.norms[i]:     # wake the other parts instead of a deadlock
+                    layer._exchange.abort()
+                raise
 
-        future = _pool(1).submit(second_half)
+        futures = [_pool(k - 1).submit(part, i) for i in range(1, k)]
         try:
-            first = self._half(self.model, inputs[:h], labels[:h], loss, m)
-        finally:
-            second = future.result()
-        for own, twin in self.pairs:
-            own.grad += twin.grad
-        batch_loss = (first[0] * h + second[0] * (m - h)) / m
-        return batch_loss, first[1] + second[1], first[2] and second[2]
+            first = part(0)
+        except Exception as error:
+            first = error
+        finally:                # also on Ctrl-C: the other parts were woken, let them end
+            wait(futures)
+            self._unshare()     # a batch outside step() is the model's alone
+        results = [first, *(f.exception() or f.result() for f in futures)]
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:              # the part that failed, not the others' BrokenBarrierError
+            raise next((e for e in errors if not isinstance(e, threading.BrokenBarrierError)),
+                       errors[0])
+        for replica in self.replicas:
+            for own, twin in zip(self.model.parameters(), replica.parameters()):
+                own.grad += twin.grad
+        batch_loss = sum(r[0] * (hi - lo) for r, lo, hi in zip(results, bounds, bounds[1:])) / m
+        return batch_loss, sum(r[1] for r in results), all(r[2] for r in results)
 
     @staticmethod
-    def _half(model, x, y, loss, m):
+    def _part(model, x, y, loss, m):
         logits = model.forward(x)
         part_loss, grad = loss(logits, y)
-        finite = math.isfinite(part_loss)
-        if finite:
-            grad *= len(x) / m
-            model.backward(grad)
-        return part_loss, int(np.count_nonzero(logits.argmax(axis=1) == y)), finite
+        # Backward runs even on a non-finite loss: batch norm's exchanges need every part
+        # (fit stops on the returned flag; nothing updates the weights).
+        grad *= len(x) / m
+        model.backward(grad)
+        return (part_loss, int(np.count_nonzero(logits.argmax(axis=1) == y)),
+                math.isfinite(part_loss))

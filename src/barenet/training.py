@@ -17,7 +17,7 @@ from .init import as_rng
 from .losses import softmax_cross_entropy
 from .model import PIXEL_SCALE, Sequential
 from .optim import Optimizer, ReduceOnPlateau, Schedule
-from .parallel import MIN_SPLIT_BATCH, SplitBatch, can_split_training
+from .parallel import MIN_SPLIT_BATCH, SplitBatch, training_parts
 
 LossFn = Callable[[np.ndarray, np.ndarray], tuple[float, np.ndarray]]
 
@@ -186,9 +186,10 @@ def fit(model: Sequential, loss: LossFn, optimizer: Optimizer, x: np.ndarray, y:
 
 def _epochs(model, loss, optimizer, x, y, epochs, batch_size, validation, callbacks,
             schedule, state, augment):
-    # Conv models train each batch as two halves on two cores when they can (parallel.py).
-    if batch_size >= MIN_SPLIT_BATCH and can_split_training(model):
-        with SplitBatch(model) as split:
+    # Conv models train each batch as one part per core when they can (parallel.py).
+    parts = training_parts(model, batch_size)
+    if parts > 1:
+        with SplitBatch(model, parts) as split:
             _epoch_loop(model, loss, optimizer, x, y, epochs, batch_size, validation,
                         callbacks, schedule, state, augment, split)
     else:
