@@ -107,6 +107,19 @@ def test_adam_two_steps_match_formula():
     assert p.data[0] == pytest.approx(expected, rel=1e-5)
 
 
+@pytest.mark.parametrize("cls", [bn.Adam, bn.AdamW])
+def test_adam_at_learning_rate_zero_moves_moments_not_weights(cls):
+    """A warm-up's first batch has lr 0 (configs/mlp-best-fashion.toml crashed there)."""
+    p = one_param([0.5], [1.0])
+    opt = cls([p], lr=0.01)
+    opt.lr = 0.0
+    opt.step()
+    assert p.data[0] == 0.5 and opt.exp_avg[0] == pytest.approx(0.1)
+    opt.lr = 0.01
+    opt.step()                                        # bias correction counts both steps
+    assert np.isfinite(p.data[0]) and p.data[0] < 0.5
+
+
 def test_adamw_decoupled_decay():
     p = one_param([2.0], [0.0])
     opt = bn.AdamW([p], lr=0.1, weight_decay=0.5)

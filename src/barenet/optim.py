@@ -204,6 +204,9 @@ class Adam(Optimizer):
         np.multiply(g, g, out=tmp)
         tmp *= 1.0 - b2
         v += tmp
+        if self.lr == 0.0:      # a warm-up's first batch: the moments move, the weights don't
+            self._flush_tiny_state()
+            return
         bc1 = 1.0 - b1 ** self.steps
         bc2 = 1.0 - b2 ** self.steps
         # p -= (lr / bc1) m / (sqrt(v / bc2) + eps). The step size moves into the
