@@ -110,6 +110,10 @@ class Conv2D(Layer):
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
         return output_size(h, kh, sh, ph), output_size(w, kw, sw, pw)
 
+    def release(self) -> None:
+        super().release()
+        self._pad = _Padded()
+
     def _weight_matrix(self) -> np.ndarray:
         """(C_out, kh*kw*C_in [+ 1]): W in im2col's column order, then the bias if any."""
         w = self.W.data.transpose(0, 2, 3, 1).reshape(self.out_channels, -1)

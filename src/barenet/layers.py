@@ -58,6 +58,13 @@ class Layer:
         """JSON-able constructor arguments; with the class name this rebuilds the layer."""
         return {}
 
+    def release(self) -> None:
+        """Drop the arrays forward kept for backward and the scratch buffers (the `_` names):
+        after inference nothing needs them, and a conv net's come to ~250 MB per model."""
+        for name, value in vars(self).items():
+            if name.startswith("_") and isinstance(value, np.ndarray):
+                setattr(self, name, None)
+
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.forward(x)
 

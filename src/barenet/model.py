@@ -103,7 +103,13 @@ class Sequential:
         finally:
             if was_training:
                 self.train()
+            self.release()
         return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+    def release(self) -> None:
+        """Free every layer's kept activations and scratch buffers (see Layer.release)."""
+        for layer in self.layers:
+            layer.release()
 
     def _forward_input(self, x: np.ndarray) -> np.ndarray:
         """Eval-mode forward pass of raw input: uint8 images or float arrays."""
