@@ -90,8 +90,9 @@ def test_cnn_best_twin_computes_the_same_logits_with_batch_norm_and_dropout():
 def test_torch_augment_with_nothing_to_do_returns_the_images():
     torch = pytest.importorskip("torch")
     import numpy as np
-    from barenet.config import AugmentConfig
     from benchmarks import cnn_best
+
+    from barenet.config import AugmentConfig
 
     x = np.random.default_rng(0).random((5, 1, 28, 28), dtype=np.float32)
     off = cnn_best.TorchAugment(AugmentConfig(), torch)
