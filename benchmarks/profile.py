@@ -16,8 +16,15 @@ import numpy as np
 
 
 def profile_epochs(optimizer: str = "sgd", dropout: float = 0.0, epochs: int = 2,
-                   data=None, clock=time.thread_time) -> tuple[dict[str, float], float, int]:
-    """({part: seconds per epoch}, seconds per epoch, batches per epoch) on `clock`."""
+                   data=None, clock=time.thread_time, model_name: str = "mlp",
+                   limit: int | None = None) -> tuple[dict[str, float], float, int]:
+    """({part: seconds per epoch}, seconds per epoch, batches per epoch) on `clock`.
+
+    model_name: "mlp" (784-256-128-10), "lenet" (the LeNet-like CNN) or "cnn-best" (its
+    network, SGD Nesterov as in the suite's cnn-best cases). A conv model trains on every core
+    as `fit` does unless BLAS is limited to one thread; then the parts timed are those of the
+    calling thread's share of the batch.
+    """
     import barenet as bn
     from barenet.training import History, TrainState
 
@@ -27,8 +34,19 @@ def profile_epochs(optimizer: str = "sgd", dropout: float = 0.0, epochs: int = 2
         from barenet.data import load_mnist
         data = load_mnist(progress=False)
     (x, y), _ = data
-    model = build_barenet(int(np.prod(x.shape[1:])), dropout=dropout)
-    opt = barenet_optimizer(optimizer, model.parameters())
+    if limit:
+        x, y = x[:limit], y[:limit]
+    if model_name == "cnn-best":
+        from . import cnn_best
+        model = cnn_best.build_barenet()
+        opt = cnn_best.barenet_sgd(model)
+    elif model_name == "lenet":
+        from . import cnn
+        model = cnn.build_barenet()
+        opt = bn.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    else:
+        model = build_barenet(int(np.prod(x.shape[1:])), dropout=dropout)
+        opt = barenet_optimizer(optimizer, model.parameters())
     totals: dict[str, float] = defaultdict(float)
 
     def timed(fn, key):
@@ -44,6 +62,8 @@ def profile_epochs(optimizer: str = "sgd", dropout: float = 0.0, epochs: int = 2
         name = type(layer).__name__
         if isinstance(layer, bn.Dense):
             name += f" {layer.n_in}x{layer.n_out}"
+        elif hasattr(layer, "out_channels"):
+            name += f" {layer.in_channels}->{layer.out_channels}"
         shapes.append(name)
         layer.forward = timed(layer.forward, f"forward  {i} {name}")
     for i, layer in reversed(list(enumerate(model.layers))):
@@ -67,17 +87,22 @@ def main(argv=None) -> int:
     p.add_argument("--dropout", type=float, default=0.0)
     p.add_argument("--epochs", type=int, default=2, help="profiled epochs after one warm-up")
     p.add_argument("--threads", type=int, default=1, help="BLAS threads (default 1)")
+    p.add_argument("--model", choices=("mlp", "lenet", "cnn-best"), default="mlp")
+    p.add_argument("--limit", type=int, default=None, help="first N training images only")
     args = p.parse_args(argv)
     from .common import set_threads
 
     set_threads(args.threads)
     # One thread: CPU time of this thread, immune to other processes. More: wall time (the
-    # BLAS workers' share is not on this thread's clock), meaningful on a quiet machine only.
+    # BLAS workers' or the other parts' share is not on this thread's clock), meaningful on a
+    # quiet machine only.
     clock, what = ((time.thread_time, "CPU time") if args.threads == 1
                    else (time.perf_counter, "wall time"))
     parts, total, batches = profile_epochs(args.optimizer, args.dropout, args.epochs,
-                                           clock=clock)
-    print(f"{what} per epoch, {batches} batches, BLAS threads {args.threads}: {total:.3f} s")
+                                           clock=clock, model_name=args.model,
+                                           limit=args.limit)
+    print(f"{args.model}: {what} per epoch, {batches} batches, BLAS threads {args.threads}: "
+          f"{total:.3f} s")
     width = max(len(k) for k in parts)
     for key, seconds in parts.items():
         print(f"  {key:<{width}}  {seconds:7.3f} s  {seconds / total:6.1%}  "

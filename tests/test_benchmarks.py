@@ -100,3 +100,15 @@ def test_torch_augment_with_nothing_to_do_returns_the_images():
     on = cnn_best.TorchAugment(cnn_best.load_config().augment, torch)
     out = on(torch.from_numpy(x)).numpy()
     assert out.shape == x.shape and not np.allclose(out, x)
+
+
+@pytest.mark.parametrize("model_name", ["mlp", "lenet", "cnn-best"])
+def test_profile_covers_every_layer(tiny_data, model_name):
+    from benchmarks import profile
+
+    (x, y), test = tiny_data
+    parts, total, batches = profile.profile_epochs(epochs=1, data=((x[:256], y[:256]), test),
+                                                   model_name=model_name)
+    assert batches == 2 and total > 0
+    assert any(k.startswith("forward  0") for k in parts)
+    assert any(k.startswith("backward 0") for k in parts)
