@@ -29,7 +29,9 @@ def command(config_file, overrides, out, digits, copies, seed, data_dir):
     from ..data import load_dataset
     from ..data.augment import Augmenter
     from .cli import Failure
+    from .extras import require
 
+    require("plots", "augment-preview")
     config = load_config(config_file, list(overrides))
     if not config.augment.enabled:
         raise Failure("the config has augmentation off (all of augment.shift, rotate, scale, "

@@ -74,7 +74,14 @@ class LazyGroup(click.Group):
             return command
         import importlib
         module, attribute = LAZY_COMMANDS[name][0].split(":")
-        return getattr(importlib.import_module(module), attribute)
+        try:
+            return getattr(importlib.import_module(module), attribute)
+        except ModuleNotFoundError as exc:         # an optional extra the module imports
+            from .extras import extra_of, stand_in
+            extra = extra_of(exc.name)
+            if extra is None:
+                raise
+            return stand_in(name, LAZY_COMMANDS[name][1], extra)
 
     def format_commands(self, ctx, formatter):
         rows = [(name, cmd.get_short_help_str(60)) for name, cmd in self.commands.items()]
@@ -116,15 +123,17 @@ def train(config_file, dataset, epochs, batch_size, lr, seed, overrides, data_di
     """Train a network and write a run directory (model, config, history, metrics)."""
     from ..config import load_config
     from ..training import TrainingDiverged
+    from . import runs
     from .progress import ProgressPrinter
-    from .runs import CHECKPOINT_FILE, load_run_config, train_run
+    from .runs import CHECKPOINT_FILE, train_run
 
     if resume:
         if config_file or overrides or out or seeds > 1:
             raise Failure("--resume continues a run as configured; "
                           "drop --config/--set/--out/--seeds")
-        config = load_run_config(Path(resume))
         out_dir = Path(resume)
+        config = _resumed_config(out_dir, {"--dataset": dataset, "--batch-size": batch_size,
+                                           "--lr": lr, "--seed": seed}, epochs)
     else:
         sets = list(overrides)
         for key, value in (("data.dataset", dataset and f'"{dataset}"'),
@@ -141,7 +150,8 @@ def train(config_file, dataset, epochs, batch_size, lr, seed, overrides, data_di
         click.echo(f"run directory: {out_dir}", err=True)
     try:
         metrics = train_run(config, out_dir, data_dir=data_dir, callbacks=callbacks,
-                            progress=None if not quiet else False, resume=bool(resume))
+                            progress=None if not quiet else False, resume=bool(resume),
+                            report=False)
     except TrainingDiverged as exc:
         raise Failure(f"training stopped: {exc}; the last good checkpoint is "
                       f"{out_dir / CHECKPOINT_FILE}", EXIT_FAIL) from None
@@ -152,7 +162,47 @@ def train(config_file, dataset, epochs, batch_size, lr, seed, overrides, data_di
     click.echo(f"test accuracy {metrics['test_accuracy']:.4f}  test loss "
                f"{metrics['test_loss']:.4f}  ({metrics['train_seconds_total']:.1f} s training)")
     click.echo(f"saved {out_dir}/model.safetensors, config.json, history.json, metrics.json")
+    report = runs._write_report(out_dir)
+    if report is not None:
+        click.echo(f"report: {report}")
     return EXIT_OK
+
+
+# What --resume may change: (config section, key) per option; --epochs is decided apart.
+RESUME_FIXED = {"--dataset": ("data", "dataset"), "--batch-size": ("training", "batch_size"),
+                "--lr": ("optimizer", "lr"), "--seed": ("training", "seed")}
+
+
+def _resumed_config(run: Path, asked: dict, epochs: int | None):
+    """The run's configuration for --resume. Options given must equal the run's (they cannot
+    change half-way), except --epochs: at least the epochs done, and only where the schedule
+    does not depend on the number of epochs (cosine and one-cycle are fitted to it, and their
+    rates so far would not be those of a run of the new length)."""
+    from ..config import replace
+    from ..serialize import load_arrays
+    from .runs import CHECKPOINT_FILE, RunError, load_run_config
+
+    config = load_run_config(run)
+    for option, value in asked.items():
+        section, key = RESUME_FIXED[option]
+        current = getattr(getattr(config, section), key)
+        if value is not None and value != current:
+            raise Failure(f"{option} {value}: a resumed run keeps its {section}.{key} = "
+                          f"{current}; train a new run (another --out) to change it")
+    if epochs is None or epochs == config.training.epochs:
+        return config
+    checkpoint = run / CHECKPOINT_FILE
+    if not checkpoint.is_file():
+        raise RunError(f"{run}: no {CHECKPOINT_FILE} to resume from")
+    done = int((load_arrays(checkpoint)[1].get("checkpoint") or {}).get("epoch", 0))
+    if epochs < done:
+        raise Failure(f"--epochs {epochs}: the run has already trained {done} epochs")
+    schedule = config.schedule.name
+    if schedule in ("cosine", "onecycle"):
+        raise Failure(f"--epochs {epochs}: the run's {schedule} schedule is fitted to its "
+                      f"{config.training.epochs} epochs and cannot be stretched; train a new "
+                      f"run with --epochs {epochs}")
+    return replace(config, "training", epochs=epochs)
 
 
 def _train_seeds(config, out_dir: Path, seeds: int, data_dir, quiet: bool) -> int:
@@ -245,44 +295,68 @@ def evaluate(model, as_json, data_dir):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="MNIST cache directory.")
 def predict(model, images, indices, as_json, data_dir):
-    """Classify test images by --index, or image files (PNG/JPEG, any size)."""
+    """Classify test images by --index, or image files (PNG/JPEG, any size).
+
+    A file that cannot be classified is named on stderr with the reason; the others are still
+    classified, and the exit code is 2 when any failed.
+    """
     import numpy as np
 
     from ..metrics import top_k
 
     if not images and not indices:
         raise Failure("give --index I (test-set image) or one or more image files")
+    for i in indices:
+        if i < 0:
+            raise Failure(f"--index {i} is negative: test images are numbered from 0")
     net, meta = _load_model(model)
-    inputs, names, truths = [], [], []
+    inputs, names, truths, errors = [], [], [], {}
     if indices:
         dataset, x_test, y_test = _test_set(meta, data_dir)
         for i in indices:
-            if not -len(x_test) <= i < len(x_test):
+            if i >= len(x_test):
                 raise Failure(f"--index {i} is out of range: the {dataset} test set has "
                               f"{len(x_test)} images (0-{len(x_test) - 1})")
             inputs.append(x_test[i])
             names.append(f"test[{i}]")
             truths.append(int(y_test[i]))
     if images:
-        from ..data.preprocess import load_image, preprocess_image
+        from ..data.preprocess import ImageError, load_image, preprocess_image
         for path in images:
-            if not Path(path).is_file():
-                raise Failure(f"{path}: no such image file")
-            inputs.append(preprocess_image(load_image(path)))
             names.append(str(path))
             truths.append(None)
-    probs = net.predict_proba(np.stack(inputs))
+            if not Path(path).is_file():
+                errors[len(names) - 1] = f"{path}: no such image file"
+                continue
+            try:
+                image = load_image(path)          # its errors name the file
+                inputs.append(preprocess_image(image))
+            except ImageError as exc:
+                errors[len(names) - 1] = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+    probs = iter(net.predict_proba(np.stack(inputs)) if inputs else ())
     if as_json:
-        click.echo(json.dumps([{"label": int(p.argmax()),
-                                "probabilities": [round(float(v), 6) for v in p]}
-                               for p in probs]))
-        return EXIT_OK
-    classes, top = top_k(probs, 3)
-    for name, truth, cls, pr in zip(names, truths, classes, top):
+        rows = []
+        for k, name in enumerate(names):
+            if k in errors:
+                rows.append({"input": name, "error": errors[k]})
+                continue
+            p = next(probs)
+            rows.append({"input": name, "label": int(p.argmax()),
+                         "probabilities": [round(float(v), 6) for v in p]})
+        click.echo(json.dumps(rows))
+        return EXIT_USAGE if errors else EXIT_OK
+    for k, (name, truth) in enumerate(zip(names, truths)):
+        if k in errors:
+            click.echo(f"error: {errors[k]}", err=True)
+            continue
+        (cls,), (pr,) = top_k(next(probs)[None], 3)
         guesses = "  ".join(f"{c}: {p:6.2%}" for c, p in zip(cls, pr))
         label = f" (true {truth})" if truth is not None else ""
         click.echo(f"{name}{label} -> {cls[0]}    top-3  {guesses}")
-    return EXIT_OK
+    if errors and len(names) > 1:
+        click.echo(f"error: {len(errors)} of {len(names)} images could not be classified",
+                   err=True)
+    return EXIT_USAGE if errors else EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:

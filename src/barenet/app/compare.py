@@ -71,7 +71,10 @@ def _pct(v) -> str:
 def command(runs, out):
     """Compare run directories: config differences, best validation and test accuracy, time."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
+
+    from .extras import install_hint
 
     paths = [Path(r) for r in runs]
     loaded = [_load(p) for p in paths]
@@ -85,9 +88,10 @@ def command(runs, out):
     table = Table(title="runs compared" + ("" if diffs else " (identical configurations)"))
     table.add_column("")
     for label in labels:
-        table.add_column(label, justify="right", overflow="fold")
-    for key, values in diffs.items():
-        table.add_row(key, *(json.dumps(v) if v is not None else "—" for v in values))
+        table.add_column(escape(label), justify="right", overflow="fold")
+    for key, values in diffs.items():                  # names and values are text, not markup
+        table.add_row(escape(key), *(escape(json.dumps(v)) if v is not None else "—"
+                                     for v in values))
     table.add_section()
     val = [_pct(r["best_val_accuracy"]) + (f" (ep {r['best_epoch']})" if r["best_epoch"] else "")
            for r in rows]
@@ -104,9 +108,9 @@ def command(runs, out):
         from . import plots
         fig = plots.compare_curves({label: run["history"] for label, run in zip(labels, loaded)})
     except ImportError:
-        console.print("curves not drawn: matplotlib is not installed "
-                      "(pip install 'barenet[plots]')", style="yellow")
+        console.print(f"curves not drawn: matplotlib is not installed ({install_hint('plots')})",
+                      style="yellow", markup=False)
         return 0
     plots.save_png(fig, out)
-    console.print(f"wrote {out}")
+    console.print(f"wrote {out}", markup=False)
     return 0

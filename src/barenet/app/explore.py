@@ -281,8 +281,18 @@ def build_app(model_arg: str, data_dir=None, start: int = 0) -> ExploreApp:
 @click.option("--data-dir", type=click.Path(file_okay=False), help="MNIST cache directory.")
 def command(model, start, data_dir):
     """Browse MODEL's test-set predictions in the terminal (keys: n/p/r, 0-9, m, g, q)."""
-    from .cli import Failure
+    import sys
 
+    from .cli import Failure
+    from .extras import require
+
+    require("tui", "explore")
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):   # textual would wait forever
+        raise Failure("barenet explore is interactive and needs a terminal (stdin and stdout); "
+                      f"without one use `barenet predict {model} --index I` or "
+                      f"`barenet evaluate {model}`")
+    if start < 0:
+        raise Failure(f"--index {start} is negative: test images are numbered from 0")
     app = build_app(model, data_dir)
     try:
         app.browser.go_to(start)

@@ -274,6 +274,7 @@ def command(as_json: bool, threshold: float, seed: int) -> int:
         return 0 if ok else 1
 
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=f"gradient check: float64, centered differences, threshold {threshold:g}")
@@ -284,13 +285,15 @@ def command(as_json: bool, threshold: float, seed: int) -> int:
     for i, row in enumerate(rows):
         err = row["relative_error"]
         result = "[green]pass[/]" if row["passed"] else "[bold red]FAIL[/]"
-        table.add_row(row["check"], row["parameter"], "-" if err is None else f"{err:.2e}",
-                      result, end_section=i + 1 < len(rows) and rows[i + 1]["kind"] != row["kind"])
+        table.add_row(escape(row["check"]), escape(row["parameter"]),
+                      "-" if err is None else f"{err:.2e}", result,
+                      end_section=i + 1 < len(rows) and rows[i + 1]["kind"] != row["kind"])
     console = Console()
     console.print(table)
     for row in rows:
         if "error" in row:
-            console.print(f"[bold red]{row['check']}[/]: {row['error']}", highlight=False)
+            console.print(f"[bold red]{escape(row['check'])}[/]: {escape(row['error'])}",
+                          highlight=False)
     failed = sum(not row["passed"] for row in rows)
     if failed:
         console.print(f"[bold red]{failed} of {len(rows)} gradient checks failed[/]")

@@ -167,8 +167,10 @@ def command(config_file, overrides, start, end, steps, out, data_dir, as_json) -
     """
     from ..config import load_config
     from .cli import Failure
+    from .extras import require
     from .runs import Prepared
 
+    require("plots", "lr-find")                     # the plot is the point: check first
     if not 0 < start < end:
         raise Failure(f"need 0 < --start < --end, got --start {start:g} --end {end:g}")
     config = load_config(config_file, list(overrides))

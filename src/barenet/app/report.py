@@ -360,11 +360,18 @@ def _write(run_dir: Path, data_dir, png_dir, only) -> Path:
               f"of {','.join(PLOT_NAMES)}.")
 def command(run, open_browser, data_dir, png_dir, only):
     """Write RUN/report.html: results, per-class table, plots, configuration and timing."""
+    from .cli import Failure
+    from .extras import require
+
     names = [n.strip() for n in only.split(",") if n.strip()] if only else None
     unknown = sorted(set(names or ()) - set(PLOT_NAMES))
     if unknown:
-        raise click.BadParameter(f"unknown plot {', '.join(unknown)}; choose from "
-                                 f"{', '.join(PLOT_NAMES)}", param_hint="--only")
+        raise Failure(f"--only: unknown plot {', '.join(unknown)}; choose from "
+                      f"{', '.join(PLOT_NAMES)}")
+    if only is not None and png_dir is None:      # report.html always holds every plot
+        raise Failure("--only chooses which plots --png-dir saves as PNG files; "
+                      "give --png-dir DIR too (report.html always has them all)")
+    require("plots", "report")
     start = time.perf_counter()
     path = write_report(run, data_dir=data_dir, strict=True, png_dir=png_dir, only=names)
     click.echo(f"wrote {path} ({time.perf_counter() - start:.1f} s)")

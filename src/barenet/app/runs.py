@@ -159,6 +159,8 @@ def train_run(config: Config, out: Path, *, data_dir=None, callbacks=(), progres
     run = Prepared(config, data_dir, progress)
     if resume:
         run.restore(checkpoint)
+        # `train --resume --epochs N` may have extended the run: the directory says so.
+        write_json(out / "config.json", {**config.to_dict(), "barenet_version": __version__})
     cbs = [Checkpoint(checkpoint, config), *callbacks]
     early = None
     if config.training.early_stopping and run.validation is not None:
@@ -203,13 +205,14 @@ def train_run(config: Config, out: Path, *, data_dir=None, callbacks=(), progres
     return metrics
 
 
-def _write_report(out: Path) -> None:
-    """report.html for the run, when the report module (and matplotlib) are installed."""
+def _write_report(out: Path) -> Path | None:
+    """report.html for the run, when the report module (and matplotlib) are installed; its
+    path, or None when none was written."""
     import importlib.util
     if importlib.util.find_spec("barenet.app.report") is None:
-        return
+        return None
     from .report import write_report
-    write_report(out)
+    return write_report(out)
 
 
 def load_run_config(run: Path) -> Config:
@@ -228,8 +231,16 @@ def resolve_model_path(model: str | Path) -> Path:
     """MODEL may be a run directory (its model.safetensors) or a model file."""
     path = Path(model)
     if path.is_dir():
-        path = path / MODEL_FILE
-        if not path.exists():
-            raise ModelFileError(f"{model}: run directory has no {MODEL_FILE} (did training "
-                                 f"finish? `barenet train --resume {model}` continues it)")
+        if (path / MODEL_FILE).exists():
+            return path / MODEL_FILE
+        if (path / CHECKPOINT_FILE).exists():         # a run stopped before its end
+            raise ModelFileError(f"{model}: the run has no {MODEL_FILE} yet (training did "
+                                 f"not finish); `barenet train --resume {model}` continues it")
+        inside = sorted(p.parent for p in path.glob(f"*/{MODEL_FILE}"))
+        if inside:
+            shown = ", ".join(map(str, inside[:3])) + (", ..." if len(inside) > 3 else "")
+            raise ModelFileError(f"{model}: not a run directory (no {MODEL_FILE}); the runs "
+                                 f"in it: {shown}")
+        raise ModelFileError(f"{model}: not a run directory (no {MODEL_FILE}): give a run "
+                             f"directory written by `barenet train`, or a model file")
     return path

@@ -129,6 +129,8 @@ class ModelCard(BaseModel):
     test_loss: float | None = None
     epochs: int | None = Field(None, description="epochs trained")
     config: dict = Field(description="the training configuration, as in config.json")
+    augmentation: str | None = Field(None, description="the training augmentation in words, "
+                                                       "\"none\" when off")
     barenet_version: str | None = None
     saliency: bool = Field(description="predictions include saliency maps")
     gallery: bool = Field(description="a test set is loaded (gallery endpoints work)")
@@ -387,6 +389,34 @@ def _layers(spec) -> list[dict]:
             for e in spec if isinstance(e, dict)]
 
 
+def augmentation_summary(augment) -> str | None:
+    """A config's [augment] section in words: what is on, "none" when no image is changed
+    (one test decides: data.augment.changes_images), None without a section. Settings that
+    shape an augmentation that is off (erase_area without erase) are not shown."""
+    import dataclasses
+
+    from ..config import AugmentConfig
+    from ..data.augment import changes_images
+
+    if not isinstance(augment, dict):
+        return None
+    known = {f.name for f in dataclasses.fields(AugmentConfig)}
+    try:
+        a = AugmentConfig(**{k: float(v) for k, v in augment.items() if k in known})
+    except (TypeError, ValueError):
+        return None
+    if not changes_images(a):
+        return "none"
+    parts = [f"shift {a.shift:g} px" if a.shift else "",
+             f"rotate {a.rotate:g}°" if a.rotate else "",
+             f"scale ±{a.scale:g}" if a.scale else "",
+             f"elastic alpha {a.elastic_alpha:g} sigma {a.elastic_sigma:g}"
+             if a.elastic_alpha else "",
+             f"flip p {a.flip:g}" if a.flip else "",
+             f"erase p {a.erase:g} (up to {a.erase_area:g} of the image)" if a.erase else ""]
+    return ", ".join(p for p in parts if p)
+
+
 def _model_card(p: Predictor, max_body: int) -> dict:
     meta = p.meta
     config = meta.get("config") or {}
@@ -405,6 +435,7 @@ def _model_card(p: Predictor, max_body: int) -> dict:
         "test_loss": metrics.get("test_loss"),
         "epochs": len(meta.get("history") or []) or None,
         "config": config,
+        "augmentation": augmentation_summary(config.get("augment")),
         "barenet_version": meta.get("barenet_version"),
         "saliency": p.has_saliency,
         "gallery": p.x_test is not None,
@@ -451,6 +482,8 @@ def _is_loopback(host: str) -> bool:
 @click.option("--data-dir", type=click.Path(file_okay=False), help="MNIST cache directory.")
 def command(model, host, port, data_dir):
     """Serve a draw-a-digit page and a JSON API for MODEL (run dir or file)."""
+    from .extras import require
+    require("web", "serve")
     import uvicorn
 
     from .. import data

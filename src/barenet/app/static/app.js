@@ -366,7 +366,8 @@ function el(tag, text, cls) {
 }
 
 // The training choices that matter, in words; the full configuration is one click away.
-function configSummary(c) {
+// The augmentation comes worded by the server (m, the model card), which knows when it is off.
+function configSummary(c, m) {
   const rows = [];
   const o = c.optimizer || {}, t = c.training || {}, sch = c.schedule || {}, d = c.data || {};
   if (c.model && c.model.hidden) {
@@ -388,9 +389,7 @@ function configSummary(c) {
       (t.label_smoothing ? `, label smoothing ${t.label_smoothing}` : "") +
       (t.early_stopping ? `, early stopping ${t.early_stopping}` : "")]);
   }
-  const aug = Object.entries(c.augment || {})
-    .filter(([k, v]) => v && k !== "elastic_sigma").map(([k, v]) => `${k} ${v}`);
-  if (c.augment) rows.push(["augmentation", aug.length ? aug.join(", ") : "none"]);
+  if (m && m.augmentation) rows.push(["augmentation", m.augmentation]);
   if (d.dataset) rows.push(["data", `${d.dataset}, validation ${d.validation}`]);
   return rows;
 }
@@ -429,7 +428,7 @@ function renderModel(m) {
   }
   const config = el("div");
   const summary = el("dl", undefined, "config");
-  for (const [k, v] of configSummary(m.config || {})) add(summary, k, v);
+  for (const [k, v] of configSummary(m.config || {}, m)) add(summary, k, v);
   const full = el("details");
   full.append(el("summary", "full configuration"),
               el("pre", JSON.stringify(m.config || {}, null, 2)));
