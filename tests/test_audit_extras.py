@@ -51,6 +51,8 @@ def test_extras_table_matches_pyproject():
         wanted = {d.split(">")[0].split("=")[0].split("<")[0].split(";")[0].strip().lower()
                   for d in declared[extra]}
         assert packages == wanted, extra
+    # A new extra needs its line in EXTRAS (and a require() in the commands that use it).
+    assert set(declared) - {"app", "test", "bench"} == set(EXTRAS)
     assert extra_of("matplotlib.pyplot") == "plots" and extra_of("numpy") is None
 
 
