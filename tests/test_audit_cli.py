@@ -91,13 +91,28 @@ def test_model_card_names_only_the_augmentation_in_use(tiny_data, tmp_path):
 
 def test_compare_without_matplotlib_prints_the_whole_install_hint(tiny_data, tmp_path,
                                                                   monkeypatch, capsys):
-    a, b = train(tmp_path / "a"), train(tmp_path / "b[1]", "--lr", "0.01")
+    a, b = train(tmp_path / "a"), train(tmp_path / "b[lr]", "--lr", "0.01")
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     assert main(["compare", str(a), str(b), "--out", str(tmp_path / "c.png")]) == 0
     out = capsys.readouterr().out
     assert "pip install 'barenet[plots]'" in out
-    assert "b[1]" in out                                  # run names are not markup either
+    assert "b[lr]" in out                                  # run names are not markup either
     assert not (tmp_path / "c.png").exists()
+
+
+def test_menu_shows_paths_with_brackets(tmp_path, monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from barenet.app.menu import run_menu
+
+    monkeypatch.chdir(tmp_path)                           # no ./runs here
+    answers = iter(["2", "nowhere[x]", "q"])
+    screen = Console(file=io.StringIO(), width=200)
+    assert run_menu(ask=lambda prompt, default=None: next(answers),
+                    echo=lambda text="": screen.print(text)) == 0
+    assert "nowhere[x]: no such run directory" in screen.file.getvalue()
 
 
 # (c) One blank image aborted the whole `predict` batch, naming no file.

@@ -29,6 +29,12 @@ def _rich_ask(prompt: str, default: str | None = None) -> str:
     return Prompt.ask(prompt, default=default) if default is not None else Prompt.ask(prompt)
 
 
+def _plain(text) -> str:
+    """User text (paths, answers) inside rich markup: brackets are shown, not read as tags."""
+    from rich.markup import escape
+    return escape(str(text))
+
+
 def _rich_echo(text: str = "") -> None:
     from rich.console import Console
     Console(highlight=False).print(text)
@@ -59,7 +65,7 @@ def run_menu(*, ask: Callable[..., str] | None = None,
             if choice.isdigit() and 1 <= int(choice) <= len(ACTIONS):
                 choice = names[int(choice) - 1]
             if choice not in names:
-                echo(f"[red]no such choice: {choice!r}[/]")
+                echo(f"[red]no such choice: {_plain(repr(choice))}[/]")
                 continue
             argv = _arguments(choice, ask, echo)
         except EOFError:
@@ -69,7 +75,7 @@ def run_menu(*, ask: Callable[..., str] | None = None,
             return cli.EXIT_INTERRUPTED
         if argv is None:
             continue
-        echo(f"[dim]$ barenet {' '.join(argv)}[/]")
+        echo(f"[dim]$ barenet {_plain(' '.join(argv))}[/]")
         try:
             code = cli.main(argv)
         except KeyboardInterrupt:
@@ -84,7 +90,7 @@ def _arguments(action: str, ask, echo) -> list[str] | None:
         dataset = ask("dataset (mnist, fashion-mnist)", "mnist").strip()
         epochs = ask("epochs", "20").strip()
         if not epochs.isdigit() or int(epochs) < 1:
-            echo(f"[red]epochs must be a positive whole number, not {epochs!r}[/]")
+            echo(f"[red]epochs must be a positive whole number, not {_plain(repr(epochs))}[/]")
             return None
         argv = ["train", "--dataset", dataset, "--epochs", epochs]
         out = ask("run directory (empty: runs/<dataset>-<time>)", "").strip()
@@ -95,7 +101,7 @@ def _arguments(action: str, ask, echo) -> list[str] | None:
     if action == "serve":
         port = ask("port", "8000").strip()
         if not port.isdigit() or not 0 < int(port) < 65536:
-            echo(f"[red]not a port number: {port!r}[/]")
+            echo(f"[red]not a port number: {_plain(repr(port))}[/]")
             return None
         echo(f"open http://127.0.0.1:{port}/ in a browser; Ctrl-C stops the server")
         return ["serve", model, "--port", port]
@@ -107,7 +113,7 @@ def _ask_model(ask, echo) -> str | None:
     if runs:
         echo("models in ./runs, newest first:")
         for n, run in enumerate(runs[:9], 1):
-            echo(f"  [bold]{n}[/]  {run}")
+            echo(f"  [bold]{n}[/]  {_plain(run)}")
         answer = ask("model (number, run directory or model file)", "1").strip()
     else:
         echo("no runs in ./runs yet: train one first (choice 1), or give a path")
@@ -117,6 +123,6 @@ def _ask_model(ask, echo) -> str | None:
     if not answer:
         return None
     if not Path(answer).exists():
-        echo(f"[red]{answer}: no such run directory or model file[/]")
+        echo(f"[red]{_plain(answer)}: no such run directory or model file[/]")
         return None
     return answer
