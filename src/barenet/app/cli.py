@@ -50,6 +50,10 @@ LAZY_COMMANDS = {
                         "Picture of augmented digits for a config."),
     "ensemble": ("barenet.app.ensemble_cmd:command",
                  "Average several trained models into one model file."),
+    "sweep": ("barenet.app.sweep:command",
+              "Train many configurations as one Optuna study (grid, random, TPE)."),
+    "sweep-report": ("barenet.app.sweep_report:command",
+                     "Report, plots and best.toml of a sweep directory."),
 }
 
 
