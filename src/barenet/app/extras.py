@@ -17,6 +17,7 @@ EXTRAS: dict[str, tuple] = {
     "web": ("fastapi", "uvicorn", ("python_multipart", "multipart")),
     "tui": ("textual",),
     "augment": ("scipy",),
+    "sweep": ("optuna", "psycopg", "matplotlib"),
 }
 PACKAGES = {"python_multipart": "python-multipart", "multipart": "python-multipart"}
 
