@@ -294,3 +294,29 @@ def test_sweep_killed_mid_trial_resumes_when_run_again(tmp_path):
     _, err = again.communicate(timeout=120)
     assert again.returncode == 0, err
     assert len(check_complete_grid(out)) == 1
+
+
+def test_menu_runs_a_preset(monkeypatch):
+    from barenet.app.menu import run_menu
+    from barenet.app.sweep_presets import presets
+
+    found = presets()
+    assert {p.stem for p in found} >= {"architectures", "learning-rates", "activations",
+                                       "mlp-tpe", "cnn-tpe"}
+    calls = []
+    monkeypatch.setattr("barenet.app.cli.main", lambda argv: calls.append(argv) or 0)
+    answers = iter(["5", "2", "1", "5", "x", "q"])
+    shown = []
+    assert run_menu(ask=lambda prompt, default=None: next(answers), echo=shown.append) == 0
+    assert calls == [["sweep", str(found[1]), "--jobs", "1"]]
+    assert any("train multiple model configurations" in line for line in shown)
+    assert any("no such preset" in line for line in shown)
+
+
+@pytest.mark.parametrize("name", ["architectures", "learning-rates", "activations", "mlp-tpe",
+                                  "cnn-tpe"])
+def test_presets_are_valid_specs(name):
+    from barenet.app.sweep_presets import preset_dir
+    from barenet.app.sweep_spec import load_spec
+    spec = load_spec(preset_dir() / f"{name}.toml")
+    assert spec.description and spec.target_trials() >= 5

@@ -13,6 +13,7 @@ ACTIONS = (
     ("evaluate", "test accuracy and confusion matrix of a model"),
     ("explore", "browse test images and the model's predictions in the terminal"),
     ("serve", "draw digits in your browser and watch the model answer"),
+    ("sweep", "train multiple model configurations (a preset from configs/sweeps)"),
 )
 
 
@@ -95,6 +96,9 @@ def _arguments(action: str, ask, echo) -> list[str] | None:
         argv = ["train", "--dataset", dataset, "--epochs", epochs]
         out = ask("run directory (empty: runs/<dataset>-<time>)", "").strip()
         return argv + (["--out", out] if out else [])
+    if action == "sweep":
+        from .sweep_presets import ask_sweep
+        return ask_sweep(ask, echo)
     model = _ask_model(ask, echo)
     if model is None:
         return None

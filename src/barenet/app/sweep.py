@@ -45,20 +45,27 @@ def _quiet_optuna() -> None:
 def make_storage(url: str, heartbeat_interval: int):
     """Optuna's RDBStorage with heartbeats; a stale trial is failed and retried once."""
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+    from sqlalchemy.exc import ArgumentError
 
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    shown = _masked(url)
     if url.startswith(("postgresql://", "postgres://")):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]   # psycopg 3 driver
-    try:
-        return RDBStorage(url, engine_kwargs=engine_kwargs,
-                          heartbeat_interval=heartbeat_interval,
-                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
-                              max_retry=MAX_RETRY))
-    except (ImportError, ModuleNotFoundError) as exc:
-        raise Failure(f"--storage {_masked(url)}: {exc} (pip install 'barenet[sweep]')") from None
-    except Exception as exc:       # SQLAlchemy/driver errors: unreachable server, bad URL
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise Failure(f"--storage {_masked(url)}: {first}", EXIT_FAIL) from None
+    for attempt in range(3):
+        try:
+            return RDBStorage(url, engine_kwargs=engine_kwargs,
+                              heartbeat_interval=heartbeat_interval,
+                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
+                                  max_retry=MAX_RETRY))
+        except ImportError as exc:
+            raise Failure(f"--storage {shown}: {exc} (pip install 'barenet[sweep]')") from None
+        except ArgumentError as exc:        # not a database URL SQLAlchemy knows
+            raise Failure(f"--storage {shown}: {exc}") from None
+        except Exception as exc:   # SQLAlchemy/driver: unreachable server, bad URL, or two
+            last = exc             # machines creating the tables at once (then try again)
+            time.sleep(1.0 + attempt)
+    first = str(last).strip().splitlines()[0] if str(last).strip() else type(last).__name__
+    raise Failure(f"--storage {shown}: {first}", EXIT_FAIL)
 
 
 def _masked(url: str) -> str:
@@ -175,6 +182,7 @@ class Objective:
         prune = PruneOnValidation(trial)
         try:
             config = self.spec.config_for(params)
+            trial.set_user_attr("config", config.to_dict())   # best.toml, on any machine
             metrics = train_run(config, run, data_dir=self.data_dir, callbacks=[prune],
                                 progress=False)
         except Exception as exc:

@@ -65,6 +65,8 @@ def trial_rows(study, out: Path) -> list[dict]:
         if best is not None and t.number == best.number:
             test = _read_json(out / t.user_attrs.get("run", "") / "metrics.json").get(
                 "test_accuracy")
+            if test is None:
+                note = f"test accuracy: see {t.user_attrs.get('run')} on {t.user_attrs.get('host')}"
         rows.append({"number": t.number, "state": t.state.name.lower(),
                      "params": dict(t.params), "val_accuracy": _val(t), "test_accuracy": test,
                      "seconds": t.user_attrs.get("train_seconds"),
@@ -189,10 +191,12 @@ def write_best(study, out: Path) -> Path | None:
     best = best_trial(study)
     if best is None:
         return None
-    config = _read_json(out / best.user_attrs.get("run", "") / "config.json")
+    config = dict(best.user_attrs.get("config") or {})
+    if not config:           # the trial's run directory, when it is on this machine
+        config = _read_json(out / best.user_attrs.get("run", "") / "config.json")
+        config.pop("barenet_version", None)
     if not config:
         return None
-    config.pop("barenet_version", None)
     shown = ", ".join(f"{k}={_shown(v)}" for k, v in best.params.items())
     config["description"] = (f"best of sweep {study.study_name}: trial {best.number}, "
                              f"val accuracy {best.value:.4f} ({shown})")
