@@ -80,6 +80,11 @@ def test_grid_with_two_workers_runs_each_combination_once(tiny_data, tmp_path):
         assert t.value == history[-1]["val_accuracy"]      # the objective: validation accuracy
         assert t.intermediate_values == {r["epoch"]: r["val_accuracy"] for r in history}
     assert main(["evaluate", str(out / "trial-0002"), "--json"]) == 0
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if len(cpus) >= 2:                   # each worker pinned to half the cores, BLAS to match
+        for t in trials:
+            assert len(t.user_attrs["cores"]) == len(cpus) // 2
+            assert t.user_attrs["blas_threads"] in (0, len(cpus) // 2)
 
     # The same command again: the study is complete, nothing new runs.
     assert main(["sweep", str(spec), "--out", str(out), "--jobs", "2"]) == 0
@@ -320,3 +325,28 @@ def test_presets_are_valid_specs(name):
     from barenet.app.sweep_spec import load_spec
     spec = load_spec(preset_dir() / f"{name}.toml")
     assert spec.description and spec.target_trials() >= 5
+
+
+def test_ctrl_c_fails_the_trial_and_queues_its_retry(tmp_path):
+    spec, out = write_spec(tmp_path, GRID, epochs=4), tmp_path / "sweep"
+    argv = ["sweep", str(spec), "--out", str(out)]
+    proc = start_sweep(argv)
+    wait_for_a_trial_in_progress(out)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "run the same command again" in err
+    trials = load_study(out).get_trials()
+    assert [t.state.name for t in trials[-2:]] == ["FAIL", "WAITING"]
+    assert trials[-1].system_attrs["retry_history"] == [trials[-2].number]
+    again = start_sweep(argv, pause=0)
+    assert again.wait(timeout=120) == 0
+    assert len(check_complete_grid(out)) == 1
+
+
+def test_core_shares():
+    from barenet.app.sweep import core_shares
+    assert core_shares([0, 1], 2) == [[0], [1]]
+    assert core_shares([0, 1, 2, 3], 2) == [[0, 2], [1, 3]]
+    assert core_shares([0, 1, 2, 3, 4], 2) == [[0, 2, 4], [1, 3]]
+    assert core_shares([0, 1], 3) == [[0], [1], [0]]
+    assert core_shares([5], 1) == [[5]]

@@ -179,6 +179,11 @@ class Objective:
         run = trial_dir(self.out, trial.number)
         trial.set_user_attr("run", run.name)
         trial.set_user_attr("host", os.uname().nodename)
+        if hasattr(os, "sched_getaffinity"):
+            from threadpoolctl import threadpool_info
+            trial.set_user_attr("cores", sorted(os.sched_getaffinity(0)))
+            trial.set_user_attr("blas_threads", max([p["num_threads"] for p in threadpool_info()
+                                                     if p.get("user_api") == "blas"] or [0]))
         prune = PruneOnValidation(trial)
         try:
             config = self.spec.config_for(params)
@@ -246,16 +251,27 @@ def _retry_interrupted(study, number) -> None:
         callback(study, trial)
 
 
+def core_shares(cpus: list[int], jobs: int) -> list[list[int]]:
+    """The cores of each of `jobs` workers: round-robin; with fewer cores than jobs, one each."""
+    if not cpus:
+        return [[] for _ in range(jobs)]
+    if len(cpus) >= jobs:
+        return [cpus[k::jobs] for k in range(jobs)]
+    return [[cpus[k % len(cpus)]] for k in range(jobs)]
+
+
 def _pinned_worker(k: int, jobs: int, args: tuple) -> None:
-    """A worker process: its share of the cores, as many BLAS threads as cores."""
-    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    share = [c for i, c in enumerate(cpus) if i % jobs == k % max(len(cpus), 1) % jobs] or cpus
-    if share and len(cpus) >= jobs:
-        os.sched_setaffinity(0, share)
+    """A worker process on its share of the cores, with as many BLAS threads as cores."""
     from threadpoolctl import threadpool_limits
+
     code = EXIT_FAIL
     try:
-        with threadpool_limits(max(1, len(share) if len(cpus) >= jobs else 1)):
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        if hasattr(os, "sched_setaffinity"):
+            share = core_shares(sorted(os.sched_getaffinity(0)), jobs)[k]
+            os.sched_setaffinity(0, share)
+            threads = len(share)
+        with threadpool_limits(threads):
             code = work(*args, worker=k, label=f"worker {k}: ")
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
@@ -338,13 +354,13 @@ def command(spec_file, out, storage, study_name, trials, timeout, jobs, data_dir
             code = work(*args)
         else:
             codes = run_workers(jobs, args)
-            code = EXIT_INTERRUPTED if EXIT_INTERRUPTED in codes else max(
-                (c for c in codes), key=lambda c: c != 0)
+            code = EXIT_INTERRUPTED if EXIT_INTERRUPTED in codes else EXIT_OK
             for k, c in enumerate(codes):
-                if c not in (0, EXIT_INTERRUPTED):
+                if c not in (EXIT_OK, EXIT_INTERRUPTED):
                     click.echo(f"worker {k} ended with {'signal ' + str(-c) if c < 0 else c}; "
-                               f"its trial is failed by heartbeat and retried when the same "
-                               f"command runs again", err=True)
+                               f"a trial it left running is failed by heartbeat and retried "
+                               f"(by another worker, or when the same command runs again)",
+                               err=True)
                     code = EXIT_FAIL
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
