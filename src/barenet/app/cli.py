@@ -48,6 +48,8 @@ LAZY_COMMANDS = {
     "serve": ("barenet.app.server:command", "Draw-a-digit web page and JSON API."),
     "augment-preview": ("barenet.app.augment_preview:command",
                         "Picture of augmented digits for a config."),
+    "models": ("barenet.app.shipped:command",
+               "List the trained models that ship with barenet (usable by name)."),
     "ensemble": ("barenet.app.ensemble_cmd:command",
                  "Average several trained models into one model file."),
     "sweep": ("barenet.app.sweep:command",
@@ -243,10 +245,24 @@ def _train_seeds(config, out_dir: Path, seeds: int, data_dir, quiet: bool) -> in
     return EXIT_OK
 
 
-def _load_model(model_arg: str):
+def _load_model(model_arg: str | None):
+    """Load MODEL (run directory, model file or shipped name); None: the default shipped one."""
     from ..serialize import load_model
     from .runs import resolve_model_path
+    if model_arg is None:
+        from .shipped import DEFAULT, shipped_path
+        if shipped_path(DEFAULT) is None:
+            raise Failure("no MODEL given and this installation ships no model: give a run "
+                          "directory or a model file")
+        model_arg = DEFAULT
     return load_model(resolve_model_path(model_arg))
+
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+def _is_image_file(arg: str | None) -> bool:
+    return arg is not None and Path(arg).suffix.lower() in IMAGE_SUFFIXES and Path(arg).is_file()
 
 
 def _test_set(meta: dict, data_dir):
@@ -292,7 +308,7 @@ def evaluate(model, as_json, data_dir):
 
 
 @cli.command()
-@click.argument("model")
+@click.argument("model", required=False)
 @click.argument("images", nargs=-1, type=click.Path())
 @click.option("--index", "indices", type=int, multiple=True,
               help="Test-set image index (repeatable).")
@@ -301,13 +317,17 @@ def evaluate(model, as_json, data_dir):
 def predict(model, images, indices, as_json, data_dir):
     """Classify test images by --index, or image files (PNG/JPEG, any size).
 
-    A file that cannot be classified is named on stderr with the reason; the others are still
-    classified, and the exit code is 2 when any failed.
+    MODEL is a run directory, a model file or a shipped model's name (`barenet models`); left
+    out (`barenet predict digit.png`), the default shipped model answers. A file that cannot
+    be classified is named on stderr with the reason; the others are still classified, and
+    the exit code is 2 when any failed.
     """
     import numpy as np
 
     from ..metrics import top_k
 
+    if _is_image_file(model):           # `barenet predict a.png b.png`: no MODEL given
+        model, images = None, (model, *images)
     if not images and not indices:
         raise Failure("give --index I (test-set image) or one or more image files")
     for i in indices:

@@ -276,15 +276,20 @@ def build_app(model_arg: str, data_dir=None, start: int = 0) -> ExploreApp:
 
 
 @click.command()
-@click.argument("model")
+@click.argument("model", required=False)
 @click.option("--index", "start", type=int, default=0, help="Test image to start at.")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="MNIST cache directory.")
 def command(model, start, data_dir):
-    """Browse MODEL's test-set predictions in the terminal (keys: n/p/r, 0-9, m, g, q)."""
+    """Browse MODEL's test-set predictions in the terminal (keys: n/p/r, 0-9, m, g, q).
+
+    MODEL: run dir, model file or shipped name; left out, the default shipped model."""
     import sys
 
     from .cli import Failure
     from .extras import require
+    from .shipped import DEFAULT
+
+    model = model or DEFAULT
 
     require("tui", "explore")
     if not (sys.stdin.isatty() and sys.stdout.isatty()):   # textual would wait forever

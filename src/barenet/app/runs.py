@@ -228,8 +228,14 @@ def load_run_config(run: Path) -> Config:
 
 
 def resolve_model_path(model: str | Path) -> Path:
-    """MODEL may be a run directory (its model.safetensors) or a model file."""
+    """MODEL may be a run directory (its model.safetensors), a model file, or the name of a
+    shipped model (`barenet models`) when no file or directory has that name."""
     path = Path(model)
+    if not path.exists():
+        from .shipped import shipped_path
+        packaged = shipped_path(str(model))
+        if packaged is not None:
+            return packaged
     if path.is_dir():
         if (path / MODEL_FILE).exists():
             return path / MODEL_FILE

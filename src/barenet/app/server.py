@@ -474,14 +474,15 @@ def _is_loopback(host: str) -> bool:
 
 
 @click.command()
-@click.argument("model")
+@click.argument("model", required=False)
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Interface to listen on (loopback by default: only this machine).")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535),
               help="TCP port (0: any free port, printed at start).")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="MNIST cache directory.")
 def command(model, host, port, data_dir):
-    """Serve a draw-a-digit page and a JSON API for MODEL (run dir or file)."""
+    """Serve a draw-a-digit page and a JSON API for MODEL (run dir, model file or shipped
+    name; left out, the default shipped model)."""
     from .extras import require
     require("web", "serve")
     import uvicorn
