@@ -15,6 +15,7 @@ from pathlib import Path
 
 import click
 
+from ..training import Callback
 from .cli import EXIT_FAIL, EXIT_INTERRUPTED, EXIT_OK, Failure
 from .sweep_spec import Spec, SpecError, load_spec, make_pruner, make_sampler, suggest
 
@@ -121,8 +122,8 @@ def counted(trials) -> list:
             and t.number not in again and not t.user_attrs.get("surplus")]
 
 
-class PruneOnValidation:
-    """A training callback: reports val_accuracy to the trial each epoch, stops when pruned.
+class PruneOnValidation(Callback):
+    """Reports val_accuracy to the trial after every epoch; stops training when Optuna prunes.
 
     Stopping (returning True) rather than raising lets train_run finish the run directory.
     """
@@ -130,21 +131,12 @@ class PruneOnValidation:
     def __init__(self, trial):
         self.trial, self.pruned_at = trial, None
 
-    def on_train_begin(self, state):
-        pass
-
-    def on_batch_end(self, batch, logs):
-        pass
-
     def on_epoch_end(self, epoch, logs):
         self.trial.report(logs["val_accuracy"], epoch + 1)
         if self.trial.should_prune():
             self.pruned_at = epoch + 1
             return True
         return None
-
-    def on_train_end(self, state):
-        pass
 
 
 def one_line(exc: BaseException) -> str:
@@ -205,7 +197,8 @@ class Objective:
         return value
 
     def _say(self, trial, what: str) -> None:
-        shown = ", ".join(f"{k}={v}" for k, v in trial.params.items())
+        shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                          for k, v in trial.params.items())
         click.echo(f"{self.label}trial {trial.number} {what}  [{shown}]", err=True)
 
 
