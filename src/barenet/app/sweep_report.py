@@ -18,6 +18,7 @@ from .cli import Failure
 REPORT_FILE = "sweep-report.html"
 BEST_FILE = "best.toml"
 PLOTS = ("history", "importances", "parallel", "comparison")
+TARGET = "validation accuracy"
 
 
 def _read_json(path: Path) -> dict:
@@ -99,12 +100,13 @@ def print_summary(study, out: Path) -> None:
                    f"train it again: barenet train --config {out / BEST_FILE} --seeds 3")
 
 
-def _save(ax_or_fig, path: Path) -> Path:
+def _save(ax_or_fig, path: Path, size=(9, 5.5)) -> Path:
     fig = getattr(ax_or_fig, "figure", ax_or_fig)
     if hasattr(ax_or_fig, "__len__") and not hasattr(ax_or_fig, "figure"):
         fig = ax_or_fig.flat[0].figure
-    fig.set_size_inches(9, 5.5)
-    fig.tight_layout()
+    if size is not None:
+        fig.set_size_inches(*size)
+        fig.tight_layout()
     fig.savefig(path, dpi=100)
     import matplotlib.pyplot as plt
     plt.close(fig)
@@ -166,20 +168,27 @@ def write_plots(study, out: Path, grid: bool) -> dict[str, str]:
             evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
         except ImportError:
             evaluator = optuna.importance.PedAnovaImportanceEvaluator()
-        return ovm.plot_param_importances(study, evaluator=evaluator)
+        return ovm.plot_param_importances(study, evaluator=evaluator, target_name=TARGET)
 
-    makers = {"history": lambda: ovm.plot_optimization_history(study),
+    makers = {"history": lambda: ovm.plot_optimization_history(study, target_name=TARGET),
               "importances": importance,
-              "parallel": lambda: ovm.plot_parallel_coordinate(study)}
+              "parallel": lambda: ovm.plot_parallel_coordinate(study, target_name=TARGET)}
+    sizes = {"parallel": (4 + 1.4 * len(complete[0].params) if complete else 9, 6),
+             "comparison": None}
     if grid:
-        makers["comparison"] = lambda: comparison_figure(
-            study, f"{study.study_name}: validation accuracy by parameter")
+        def comparison():
+            import matplotlib.style
+            with matplotlib.style.context("default"):   # Optuna's plots switch to ggplot
+                return comparison_figure(
+                    study, f"{study.study_name}: validation accuracy by parameter")
+        makers["comparison"] = comparison
     for name, make in makers.items():
         if len(complete) < 2:
             results[name] = "needs at least two complete trials"
             continue
         try:
-            results[name] = _save(make(), out / f"sweep-{name}.png").name
+            results[name] = _save(make(), out / f"sweep-{name}.png",
+                                  sizes.get(name, (9, 5.5))).name
         except Exception as exc:              # a plot Optuna cannot draw for this study
             results[name] = f"not drawn: {' '.join(str(exc).split())[:200]}"
     return results
