@@ -56,6 +56,8 @@ LAZY_COMMANDS = {
               "Train many configurations as one Optuna study (grid, random, TPE)."),
     "sweep-report": ("barenet.app.sweep_report:command",
                      "Report, plots and best.toml of a sweep directory."),
+    "dashboard": ("barenet.app.dashboard:command",
+                  "Watch runs train: live curves, progress and ETA in a browser."),
 }
 
 
@@ -124,8 +126,11 @@ def _default_out(dataset: str) -> Path:
 @click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
               help="Train with this many seeds (seed, seed+1, ...) and report mean and spread.")
 @click.option("--quiet", "-q", is_flag=True, help="No per-epoch output.")
+@click.option("--live", is_flag=True,
+              help="Watch it in a browser: starts `barenet dashboard` for the run's parent "
+                   "directory on a free port, prints its URL and opens it.")
 def train(config_file, dataset, epochs, batch_size, lr, seed, overrides, data_dir, out, resume,
-          seeds, quiet):
+          seeds, quiet, live):
     """Train a network and write a run directory (model, config, history, metrics)."""
     from ..config import load_config
     from ..training import TrainingDiverged
@@ -149,8 +154,9 @@ def train(config_file, dataset, epochs, batch_size, lr, seed, overrides, data_di
                 sets.append(f"{key}={value}")
         config = load_config(config_file, sets)
         out_dir = Path(out) if out else _default_out(config.data.dataset)
+    url = _start_dashboard(out_dir if seeds > 1 else out_dir.parent) if live else None
     if seeds > 1:
-        return _train_seeds(config, out_dir, seeds, data_dir, quiet)
+        return _linger(url, _train_seeds(config, out_dir, seeds, data_dir, quiet))
     callbacks = [] if quiet else [ProgressPrinter(config.training.epochs)]
     if not quiet:
         click.echo(f"run directory: {out_dir}", err=True)
@@ -171,7 +177,34 @@ def train(config_file, dataset, epochs, batch_size, lr, seed, overrides, data_di
     report = runs._write_report(out_dir)
     if report is not None:
         click.echo(f"report: {report}")
-    return EXIT_OK
+    return _linger(url, EXIT_OK)
+
+
+def _start_dashboard(root: Path) -> str:
+    """train --live: the dashboard of `root` in a background thread; its URL printed, and
+    opened where there is a graphical browser. Needs the web extra (checked before training)."""
+    from .extras import require
+    require("web", "train --live")
+    from .dashboard import open_in_browser, start_in_background
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        url = start_in_background(root)
+    except OSError as exc:
+        raise Failure(f"--live: {exc}", EXIT_FAIL) from None
+    click.echo(f"live view: {url}  (barenet dashboard {root})", err=True)
+    open_in_browser(url)
+    return url
+
+
+def _linger(url: str | None, code: int) -> int:
+    """After a --live run on a terminal, keep the page up until the user is done with it."""
+    if url and code == EXIT_OK and sys.stdin.isatty():
+        click.echo(f"the live view stays at {url}; press Enter to stop it", err=True)
+        try:
+            input()
+        except (EOFError, KeyboardInterrupt):
+            pass
+    return code
 
 
 # What --resume may change: (config section, key) per option; --epochs is decided apart.

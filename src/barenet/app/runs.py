@@ -2,7 +2,9 @@
 
 A run directory holds model.safetensors, config.json, history.json, metrics.json and
 checkpoint.safetensors (model + optimizer + RNG state + history, rewritten atomically at the
-end of every epoch), so an interrupted run resumes to the same weights bit for bit.
+end of every epoch), so an interrupted run resumes to the same weights bit for bit. While it
+trains, history.json grows every epoch and progress.json says where the epoch is (both for
+`barenet dashboard`); progress.json goes away when the model is saved.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from ..training import (
     fit,
     split_validation,
 )
+from .progress import HISTORY_FILE, PROGRESS_FILE, LiveFiles
 
 MODEL_FILE = "model.safetensors"
 CHECKPOINT_FILE = "checkpoint.safetensors"
@@ -161,7 +164,8 @@ def train_run(config: Config, out: Path, *, data_dir=None, callbacks=(), progres
         run.restore(checkpoint)
         # `train --resume --epochs N` may have extended the run: the directory says so.
         write_json(out / "config.json", {**config.to_dict(), "barenet_version": __version__})
-    cbs = [Checkpoint(checkpoint, config), *callbacks]
+    live = LiveFiles(out, config.training.epochs)
+    cbs = [Checkpoint(checkpoint, config), live, *callbacks]
     early = None
     if config.training.early_stopping and run.validation is not None:
         early = EarlyStopping(run.model, "val_accuracy", config.training.early_stopping)
@@ -169,12 +173,16 @@ def train_run(config: Config, out: Path, *, data_dir=None, callbacks=(), progres
     t = config.training
     batch_size = t.batch_size or len(run.x_train)
     start = time.perf_counter()
-    history = fit(run.model, run.loss, run.optimizer, run.x_train, run.y_train,
-                  epochs=t.epochs, batch_size=batch_size, validation=run.validation,
-                  callbacks=cbs, schedule=run.schedule, state=run.state,
-                  augment=run.augment)
+    try:
+        history = fit(run.model, run.loss, run.optimizer, run.x_train, run.y_train,
+                      epochs=t.epochs, batch_size=batch_size, validation=run.validation,
+                      callbacks=cbs, schedule=run.schedule, state=run.state,
+                      augment=run.augment)
+    except BaseException as exc:
+        live.stopped("interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc))
+        raise
     train_time = time.perf_counter() - start
-    write_json(out / "history.json", history.rows)
+    write_json(out / HISTORY_FILE, history.rows)
 
     start = time.perf_counter()
     test = evaluate(run.model, run.x_test, run.y_test, loss=run.loss)
@@ -200,6 +208,7 @@ def train_run(config: Config, out: Path, *, data_dir=None, callbacks=(), progres
     write_json(out / "metrics.json", metrics)
     save_model(out / MODEL_FILE, run.model, config=config.to_dict(), history=history.rows,
                metrics={k: metrics[k] for k in ("test_accuracy", "test_loss", "dataset")})
+    (out / PROGRESS_FILE).unlink(missing_ok=True)
     if report:
         _write_report(out)
     return metrics
