@@ -188,7 +188,7 @@ def _start_dashboard(root: Path) -> str:
     from .dashboard import open_in_browser, start_in_background
     root.mkdir(parents=True, exist_ok=True)
     try:
-        url = start_in_background(root)
+        url, _ = start_in_background(root)
     except OSError as exc:
         raise Failure(f"--live: {exc}", EXIT_FAIL) from None
     click.echo(f"live view: {url}  (barenet dashboard {root})", err=True)

@@ -257,8 +257,9 @@ def _url(host: str, sock) -> str:
     return f"http://{shown}:{sock.getsockname()[1]}/"
 
 
-def start_in_background(root: Path, host: str = "127.0.0.1", port: int = 0) -> str:
-    """Serve the dashboard of `root` from a daemon thread (it ends with the process); its URL."""
+def start_in_background(root: Path, host: str = "127.0.0.1", port: int = 0):
+    """Serve the dashboard of `root` from a daemon thread (it ends with the process); returns
+    its URL and the uvicorn server (server.should_exit = True stops it)."""
     from .server import _bind
     sock = _bind(host, port)
     server = _server(create_app(Path(root)), sock)
@@ -268,7 +269,7 @@ def start_in_background(root: Path, host: str = "127.0.0.1", port: int = 0) -> s
     deadline = time.monotonic() + 10
     while not server.started and thread.is_alive() and time.monotonic() < deadline:
         time.sleep(0.02)
-    return _url(host, sock)
+    return _url(host, sock), server
 
 
 def open_in_browser(url: str) -> bool:

@@ -130,7 +130,7 @@ function niceTicks(lo, hi, n) {
 
 // A line chart of `series` ([{label, cls, points: [[epoch, value], ...]}]) into `svg`.
 function drawChart(svg, series, format) {
-  const W = 480, H = 260, L = 52, R = 12, T = 12, B = 30;
+  const W = 360, H = 230, L = 50, R = 12, T = 26, B = 30;
   svg.replaceChildren();
   const all = series.flatMap((s) => s.points);
   svg.dataset.points = String(series.length ? series[0].points.length : 0);
@@ -169,7 +169,7 @@ function drawChart(svg, series, format) {
       }
     }
     const legend = el("svg:g", { class: "legend" });
-    const lx = W - R - 150 + 80 * k, ly = T + 10;
+    const lx = W - R - 160 + 72 * k, ly = 12;
     legend.appendChild(el("svg:line", { x1: lx, x2: lx + 18, y1: ly, y2: ly, class: s.cls }));
     legend.appendChild(el("svg:text", { x: lx + 22, y: ly + 4 }, s.label));
     svg.appendChild(legend);
