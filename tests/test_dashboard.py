@@ -330,3 +330,94 @@ def test_open_in_browser_never_blocks_without_a_display(monkeypatch):
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     monkeypatch.setattr(sys, "platform", "linux")
     assert open_in_browser("http://127.0.0.1:1/") is False
+
+
+# The menu (issue 14, item 3): every action of the seed's menu, each through the CLI or shown.
+
+
+def scripted_menu(answers, monkeypatch):
+    """Run the menu on scripted answers; (argv lists given to cli.main, lines shown)."""
+    from barenet.app.menu import run_menu
+    calls, shown = [], []
+    monkeypatch.setattr("barenet.app.cli.main", lambda argv: calls.append(argv) or 0)
+    replies = iter(answers)
+
+    def ask(prompt, default=None):                       # "" takes the default, as rich does
+        answer = next(replies)
+        return default if answer == "" and default is not None else answer
+
+    assert run_menu(ask=ask, echo=shown.append) == 0
+    return calls, shown
+
+
+def test_menu_offers_everything_the_seed_menu_did(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _, shown = scripted_menu(["q"], monkeypatch)
+    menu = "\n".join(shown)
+    for action in ("download and verify", "train a network", "evaluate", "explore",
+                   "train multiple model configurations", "serve", "report", "compare runs",
+                   "project information", "exit", "dashboard"):
+        assert action in menu, action
+
+
+def test_menu_report_compare_and_dashboard(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for k, run in enumerate(("runs/a", "runs/sweep-x/trial-0000")):  # the trial is newer
+        (tmp_path / run).mkdir(parents=True)
+        (tmp_path / run / "model.safetensors").write_bytes(b"x")
+        os.utime(tmp_path / run / "model.safetensors", (1000 + k, 1000 + k))
+    calls, shown = scripted_menu(["6", "2", "7", "", "8", "", "9000", "7", "1 nowhere",
+                                  "q"], monkeypatch)
+    trial, a = str(Path("runs/sweep-x/trial-0000")), str(Path("runs/a"))
+    assert calls == [["report", a], ["compare", trial, a],
+                     ["dashboard", "runs", "--port", "9000"]]
+    assert any("nowhere: no such run" in line for line in shown)
+
+
+def test_menu_compare_needs_two_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    calls, shown = scripted_menu(["7", "", "8", "elsewhere", "q"], monkeypatch)
+    assert calls == []
+    assert any("at least two runs" in line for line in shown)
+    assert any("elsewhere: no such directory" in line for line in shown)
+
+
+def test_menu_fetches_and_verifies_the_data(tiny_data, monkeypatch):
+    import barenet.data
+    from barenet.data import DataError
+
+    calls, shown = scripted_menu(["9", "", "q"], monkeypatch)
+    assert calls == []
+    assert any(line.startswith("mnist: 600 training and 200 test images, every file's SHA-256 "
+                               "verified") for line in shown)
+
+    def unreachable(name, *args, **kwargs):
+        raise DataError(f"{name}: no source reachable")
+
+    monkeypatch.setattr(barenet.data, "load_dataset", unreachable)
+    _, shown = scripted_menu(["9", "both", "q"], monkeypatch)
+    assert any("mnist: no source reachable" in line for line in shown)
+    assert any("fashion-mnist: no source reachable" in line for line in shown)
+
+
+def test_menu_project_information(tmp_path, monkeypatch):
+    from barenet import __version__
+    from barenet.app.shipped import SHIPPED, shipped_path
+    from barenet.data.mnist import FILES
+
+    data = tmp_path / "data"
+    (data / "mnist").mkdir(parents=True)
+    for stem in FILES:
+        (data / "mnist" / stem).write_bytes(b"")
+    monkeypatch.setenv("BARENET_DATA_DIR", str(data))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "r").mkdir(parents=True)
+    (tmp_path / "runs" / "r" / "model.safetensors").write_bytes(b"x")
+    calls, shown = scripted_menu(["10", "q"], monkeypatch)
+    info = "\n".join(shown)
+    assert calls == []
+    assert f"barenet {__version__}" in info
+    assert f"{data}  (cached: mnist;" in info
+    assert f"{tmp_path / 'runs'}  (1 finished, newest {Path('runs/r')})" in info
+    for name in SHIPPED:
+        assert (f"model:   {name}" in info) == (shipped_path(name) is not None)

@@ -1,6 +1,7 @@
 """`barenet` alone on a terminal: a numbered menu of the main actions, each run as a subcommand.
 
 Scripts keep using the subcommands; the menu only asks for their arguments and calls cli.main.
+Two entries have no subcommand: fetching and verifying the data, and the project information.
 """
 
 from __future__ import annotations
@@ -14,14 +15,21 @@ ACTIONS = (
     ("explore", "browse test images and the model's predictions in the terminal"),
     ("serve", "draw digits in your browser and watch the model answer"),
     ("sweep", "train multiple model configurations (a preset from configs/sweeps)"),
+    ("report", "write a run's report.html: curves, per-class table, mistakes"),
+    ("compare", "compare runs: configuration differences and curves"),
+    ("dashboard", "watch runs train in your browser: live curves, progress, ETA"),
+    ("data", "download and verify the data sets (MNIST, Fashion-MNIST)"),
+    ("info", "project information: version, data location, shipped models, runs"),
 )
 
 
 def find_runs(root: Path = Path("runs")) -> list[Path]:
-    """Run directories under `root` holding a finished model, newest first."""
+    """Run directories under `root` holding a finished model, newest first; also one level
+    deeper (a sweep's trials, a multi-seed run's seeds)."""
     if not root.is_dir():
         return []
-    runs = [p.parent for p in root.glob("*/model.safetensors")]
+    runs = [p.parent for pattern in ("*/model.safetensors", "*/*/model.safetensors")
+            for p in root.glob(pattern)]
     return sorted(runs, key=lambda p: p.stat().st_mtime, reverse=True)
 
 
@@ -56,8 +64,8 @@ def run_menu(*, ask: Callable[..., str] | None = None,
     while True:
         echo("")
         for n, (name, what) in enumerate(ACTIONS, 1):
-            echo(f"  [bold]{n}[/]  {name:<9} {what}")
-        echo("  [bold]q[/]  quit")
+            echo(f"  [bold]{n:>2}[/]  {name:<9} {what}")
+        echo("   [bold]q[/]  exit")
         try:
             choice = ask("choice", "q").strip().lower()
             if choice in ("q", "quit", "exit"):
@@ -99,17 +107,117 @@ def _arguments(action: str, ask, echo) -> list[str] | None:
     if action == "sweep":
         from .sweep_presets import ask_sweep
         return ask_sweep(ask, echo)
+    if action == "data":
+        return _fetch_data(ask, echo)
+    if action == "info":
+        return _show_info(echo)
+    if action == "compare":
+        return _ask_runs(ask, echo)
+    if action == "dashboard":
+        root = ask("runs directory", "runs").strip()
+        if not Path(root).is_dir():
+            echo(f"[red]{_plain(root)}: no such directory[/]")
+            return None
+        port = _ask_port(ask, echo, "8050")
+        if port is None:
+            return None
+        echo(f"open http://127.0.0.1:{port}/ in a browser; Ctrl-C stops the server")
+        return ["dashboard", root, "--port", port]
     model = _ask_model(ask, echo)
     if model is None:
         return None
     if action == "serve":
-        port = ask("port", "8000").strip()
-        if not port.isdigit() or not 0 < int(port) < 65536:
-            echo(f"[red]not a port number: {_plain(repr(port))}[/]")
+        port = _ask_port(ask, echo, "8000")
+        if port is None:
             return None
         echo(f"open http://127.0.0.1:{port}/ in a browser; Ctrl-C stops the server")
         return ["serve", model, "--port", port]
     return [action, model]
+
+
+def _ask_port(ask, echo, default: str) -> str | None:
+    port = ask("port", default).strip()
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        echo(f"[red]not a port number: {_plain(repr(port))}[/]")
+        return None
+    return port
+
+
+def _ask_runs(ask, echo) -> list[str] | None:
+    """compare: two or more runs, by number in ./runs or by path."""
+    runs = find_runs()
+    for n, run in enumerate(runs[:9], 1):
+        echo(f"  [bold]{n}[/]  {_plain(run)}")
+    if len(runs) < 2:
+        echo("fewer than two runs in ./runs: give run directories")
+    answer = ask("runs to compare (numbers or run directories, separated by spaces)",
+                 "1 2" if len(runs) >= 2 else "").split()
+    chosen = []
+    for token in answer:
+        if token.isdigit() and 1 <= int(token) <= min(len(runs), 9):
+            chosen.append(str(runs[int(token) - 1]))
+        elif Path(token).is_dir():
+            chosen.append(token)
+        else:
+            echo(f"[red]{_plain(token)}: no such run[/]")
+            return None
+    if len(chosen) < 2:
+        echo("[red]compare needs at least two runs[/]")
+        return None
+    return ["compare", *chosen]
+
+
+def _fetch_data(ask, echo) -> None:
+    """Fetch (or find in the cache) a data set and check every file's SHA-256."""
+    from ..data import DataError, default_data_dir, load_dataset
+    dataset = ask("data set (mnist, fashion-mnist, both)", "mnist").strip().lower()
+    names = ["mnist", "fashion-mnist"] if dataset == "both" else [dataset]
+    for name in names:
+        try:
+            (x_train, _), (x_test, _) = load_dataset(name, progress=True)
+        except DataError as exc:
+            echo(f"[red]{_plain(exc)}[/]")
+            continue
+        echo(f"{name}: {len(x_train):,} training and {len(x_test):,} test images, every file's "
+             f"SHA-256 verified; cached in {_plain(default_data_dir() / name)}")
+    return None
+
+
+def _show_info(echo) -> None:
+    """Version, where the data and the runs are, the shipped models."""
+    import platform
+
+    import numpy as np
+
+    from .. import __version__
+    from ..data import default_data_dir
+    from ..data.mnist import FILES
+    from .shipped import DEFAULT, SHIPPED, shipped_path
+
+    echo(f"[bold]barenet {__version__}[/]  (Python {platform.python_version()}, "
+         f"NumPy {np.__version__})")
+    data_dir = default_data_dir()
+    cached = [name for name in ("mnist", "fashion-mnist")
+              if all((data_dir / name / stem).is_file() for stem in FILES)]
+    echo(f"data:    {_plain(data_dir)}  (cached: {', '.join(cached) or 'none yet'}; "
+         f"BARENET_DATA_DIR moves it)")
+    for name, entry in SHIPPED.items():
+        path = shipped_path(name)
+        if path is None:
+            continue
+        default = " (default)" if name == DEFAULT else ""
+        echo(f"model:   {name}{default}  {_plain(entry.title)}  "
+             f"{path.stat().st_size // 1024} kB")
+    if not any(shipped_path(name) for name in SHIPPED):
+        echo("model:   none shipped with this installation")
+    else:
+        echo("         (barenet models: their accuracy and the command that made each)")
+    runs = find_runs()
+    where = Path("runs").resolve()
+    echo(f"runs:    {_plain(where)}  ({len(runs)} finished"
+         + (f", newest {_plain(runs[0])})" if runs else ")"))
+    echo("docs:    barenet --help, and barenet COMMAND --help for each command")
+    return None
 
 
 def _ask_model(ask, echo) -> str | None:
