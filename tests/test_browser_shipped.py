@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import pytest
+
 from test_browser import browser, draw, screenshot_dir  # noqa: F401  (browser: a fixture)
 
 
