@@ -160,6 +160,7 @@ def runs_dir(tmp_path_factory):
             assert train(root / "sweep-x" / f"trial-{k:04d}", 1 + k) == 0
     (root / "finished" / "report.html").write_text("<html>the report</html>")
     (root / "sweep-x" / "study.db").write_bytes(b"")
+    (root / "sweep-x" / "sweep-report.html").write_text("<html>the sweep</html>")
     write_progress(root / "killed", pid=dead_pid())
     (root / "killed" / "history.json").write_text(json.dumps([{"epoch": 1, "loss": 1.0,
                                                                 "accuracy": 0.5}]))
@@ -190,6 +191,7 @@ def conforms(value, types) -> bool:
 def test_api_lists_every_run_with_its_state(client):
     body = client.get("/api/runs").json()
     assert body["version"] == 1 and body["poll_seconds"] == 2
+    assert body["groups"] == [{"id": "sweep-x", "report": "/sweep-report?group=sweep-x"}]
     runs = {r["id"]: r for r in body["runs"]}
     assert set(runs) == {"finished", "sweep-x/trial-0000", "sweep-x/trial-0001", "killed",
                          "training"}
@@ -230,13 +232,18 @@ def test_page_and_report_are_served(client):
     report = client.get("/report", params={"run": "finished"})
     assert report.status_code == 200 and report.text == "<html>the report</html>"
     assert client.get("/report", params={"run": "killed"}).status_code == 404
+    sweep = client.get("/sweep-report", params={"group": "sweep-x"})
+    assert sweep.status_code == 200 and sweep.text == "<html>the sweep</html>"
 
 
 @pytest.mark.parametrize("run", ["..", "../..", "/etc", "finished/../../..", "sweep-x",
-                                 "finished/report.html", "nowhere", ""])
+                                 "finished/report.html", "nowhere", "", ".",
+                                 "sweep-x/../sweep-x"])
 def test_nothing_outside_the_listed_runs(client, run):
-    for url in ("/api/run", "/report"):
-        response = client.get(url, params={"run": run})
+    for url, key in (("/api/run", "run"), ("/report", "run"), ("/sweep-report", "group")):
+        if (url, run) == ("/sweep-report", "sweep-x"):
+            continue                                      # a listed sweep: tested above
+        response = client.get(url, params={key: run})
         assert response.status_code in (404, 422), (url, run)
         assert "error" in response.json() or "detail" in response.json()
 

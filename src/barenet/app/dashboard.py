@@ -28,6 +28,7 @@ RUN_FILES = ("config.json", HISTORY_FILE, PROGRESS_FILE, MODEL_FILE, CHECKPOINT_
 # A progress file not rewritten for this long belongs to a run that stopped (killed, machine
 # down). On the writer's machine a dead pid says so at once; a live one is trusted this long.
 STALE_SECONDS = 120.0
+SWEEP_REPORT = "sweep-report.html"      # barenet sweep-report's page, in the sweep directory
 ALIVE_PID_SECONDS = 1800.0
 MAX_RUNS = 2000
 SCHEMA_VERSION = 1
@@ -197,13 +198,25 @@ class RunsView:
             out["history"] = rows
         return out
 
+    def group_report(self, group: str) -> Path:
+        """The sweep report of `group` (a directory holding listed runs), 404 if none."""
+        groups = {Path(self.run_id(run)).parent.as_posix() for run in find_runs(self.root)}
+        path = self.root / group / SWEEP_REPORT
+        if group in groups - {"."} and path.is_file():
+            return path
+        raise HTTPException(404, f"no sweep report for {group!r} in this directory")
+
     def listing(self) -> dict:
         now = time.time()
         runs = [self.summary(run, now) for run in find_runs(self.root)]
         order = {"running": 0, "interrupted": 1, "finished": 1}
         runs.sort(key=lambda r: (order[r["status"]], -(r["updated"] or 0)))
+        groups = sorted({r["group"] for r in runs if r["group"]})
         return {"version": SCHEMA_VERSION, "root": str(self.root), "now": now,
-                "poll_seconds": 2, "runs": runs}
+                "poll_seconds": 2, "runs": runs,
+                "groups": [{"id": g, "report": f"/sweep-report?group={g}"
+                            if (self.root / g / SWEEP_REPORT).is_file() else None}
+                           for g in groups]}
 
 
 def create_app(root: Path) -> FastAPI:
@@ -237,6 +250,10 @@ def create_app(root: Path) -> FastAPI:
         if not path.is_file():
             raise HTTPException(404, f"run {run!r} has no report.html yet")
         return FileResponse(path, media_type="text/html")
+
+    @app.get("/sweep-report")
+    def sweep_report(group: str = Query(..., max_length=1000)):
+        return FileResponse(view.group_report(group), media_type="text/html")
 
     @app.exception_handler(HTTPException)
     async def http_error(request, exc):

@@ -41,11 +41,11 @@ function epochText(run) {
 }
 
 function sparkline(values) {
-  const svg = el("svg:svg", { class: "spark", viewBox: "0 0 90 22", "aria-hidden": "true" });
+  const svg = el("svg:svg", { class: "spark", viewBox: "0 0 72 22", "aria-hidden": "true" });
   const ys = values.filter((v) => typeof v === "number");
   if (ys.length < 2) return svg;
   const lo = Math.min(...ys), hi = Math.max(...ys), span = hi - lo || 1;
-  const pts = ys.map((v, i) => (i * 88 / (ys.length - 1) + 1).toFixed(1) + ","
+  const pts = ys.map((v, i) => (i * 70 / (ys.length - 1) + 1).toFixed(1) + ","
     + (20 - 18 * (v - lo) / span).toFixed(1));
   svg.appendChild(el("svg:polyline", { points: pts.join(" ") }));
   return svg;
@@ -70,7 +70,13 @@ function renderRuns(data) {
     for (const run of groups.get(key)) {
       if (run.group && run.group !== group) {
         const tr = el("tr", { class: "group" });
-        tr.appendChild(el("td", { colspan: "7" }, run.group + "/"));
+        const td = el("td", { colspan: "7" }, run.group + "/");
+        const info = (data.groups || []).find((g) => g.id === run.group);
+        if (info && info.report) {
+          td.append(" ");
+          td.appendChild(el("a", { href: info.report, target: "_blank" }, "sweep report"));
+        }
+        tr.appendChild(td);
         body.appendChild(tr);
       }
       group = run.group;
@@ -130,7 +136,7 @@ function niceTicks(lo, hi, n) {
 
 // A line chart of `series` ([{label, cls, points: [[epoch, value], ...]}]) into `svg`.
 function drawChart(svg, series, format) {
-  const W = 360, H = 230, L = 50, R = 12, T = 26, B = 30;
+  const W = 360, H = 230, L = 50, R = 12, T = 26, B = 24;
   svg.replaceChildren();
   const all = series.flatMap((s) => s.points);
   svg.dataset.points = String(series.length ? series[0].points.length : 0);
@@ -154,7 +160,6 @@ function drawChart(svg, series, format) {
   for (const v of niceTicks(x0, x1, 8).filter((v) => Number.isInteger(v))) {
     axis.appendChild(el("svg:text", { x: px(v), y: H - B + 16, "text-anchor": "middle" }, v));
   }
-  axis.appendChild(el("svg:text", { x: W - R, y: H - 4, "text-anchor": "end" }, "epoch"));
   svg.appendChild(axis);
   series.forEach((s, k) => {
     if (!s.points.length) return;
