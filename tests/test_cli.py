@@ -92,7 +92,7 @@ def test_predict_image_file(run_dir, tiny_data, tmp_path, capsys):
     (["predict", "RUN", "--index", "100000"], "out of range"),
     (["predict", "RUN"], "--index"),
     (["predict", "RUN", "missing.png"], "no such image"),
-    (["evaluate", "nowhere/model.safetensors"], "no such file"),
+    (["evaluate", "nowhere/model.safetensors"], "no such run directory or model file"),
     (["train", "--epochs", "0"], "training.epochs"),
     (["train", "--set", "optimizer.lr=-1"], "optimizer.lr"),
     (["train", "--set", "model.dropout=1"], "model.dropout"),

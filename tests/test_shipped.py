@@ -68,3 +68,14 @@ def test_a_local_directory_of_that_name_wins_over_the_shipped_model(tmp_path, mo
 def test_evaluate_by_name(tiny_data, capsys):
     assert main(["evaluate", "mlp", "--json"]) == 0
     assert 0.0 <= json.loads(capsys.readouterr().out)["accuracy"] <= 1.0
+
+
+def test_a_missing_image_is_named_and_an_unknown_model_lists_the_shipped_ones(tmp_path,
+                                                                             monkeypatch,
+                                                                             capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["predict", "nowhere.png"]) == 2
+    assert "nowhere.png" in capsys.readouterr().err
+    assert main(["evaluate", "cnnx"]) == 2
+    err = capsys.readouterr().err
+    assert "cnnx" in err and "cnn, mlp" in err and "Traceback" not in err

@@ -295,7 +295,9 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".ti
 
 
 def _is_image_file(arg: str | None) -> bool:
-    return arg is not None and Path(arg).suffix.lower() in IMAGE_SUFFIXES and Path(arg).is_file()
+    """An image's name (model files are .safetensors, runs are directories)."""
+    return (arg is not None and Path(arg).suffix.lower() in IMAGE_SUFFIXES
+            and not Path(arg).is_dir())
 
 
 def _test_set(meta: dict, data_dir):

@@ -241,10 +241,12 @@ def resolve_model_path(model: str | Path) -> Path:
     shipped model (`barenet models`) when no file or directory has that name."""
     path = Path(model)
     if not path.exists():
-        from .shipped import shipped_path
+        from .shipped import SHIPPED, shipped_path
         packaged = shipped_path(str(model))
         if packaged is not None:
             return packaged
+        raise ModelFileError(f"{model}: no such run directory or model file, and not a "
+                             f"shipped model ({', '.join(SHIPPED)}; see `barenet models`)")
     if path.is_dir():
         if (path / MODEL_FILE).exists():
             return path / MODEL_FILE
