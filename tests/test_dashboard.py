@@ -331,6 +331,17 @@ def test_train_live_without_the_web_extra(tmp_path, monkeypatch, capsys):
     assert err.count("\n") == 1 and "pip install 'barenet[web]'" in err
 
 
+def test_dashboard_without_the_web_extra(tmp_path, monkeypatch, capsys):
+    for name in [m for m in sys.modules if m.split(".")[0] in ("fastapi", "uvicorn")]:
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.delitem(sys.modules, "barenet.app.dashboard")
+    assert main(["dashboard", "--help"]) == 0
+    assert "pip install 'barenet[web]'" in " ".join(capsys.readouterr().out.split())
+    assert main(["dashboard", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pip install 'barenet[web]'" in err
+
+
 def test_open_in_browser_never_blocks_without_a_display(monkeypatch):
     from barenet.app.dashboard import open_in_browser
     monkeypatch.delenv("DISPLAY", raising=False)
