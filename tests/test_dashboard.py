@@ -266,6 +266,25 @@ def test_a_symlink_out_of_runs_dir_is_not_listed(tmp_path):
         assert c.get("/api/run", params={"run": "link"}).status_code == 404
 
 
+def test_broken_files_and_odd_names(tmp_path):
+    root = tmp_path / "runs"
+    for name, files in {"half written": {"history.json": "[1, 2", "config.json": "[]"},
+                        "odd #1 & ?": {"config.json": "{}", "model.safetensors": "",
+                                       "report.html": "<html>odd</html>"},
+                        "garbage": {"progress.json": '{"updated": "x", "pid": "y"}',
+                                    "history.json": '[{"epoch": 1}, 3]'}}.items():
+        (root / name).mkdir(parents=True)
+        for file, text in files.items():
+            (root / name / file).write_text(text)
+    with TestClient(create_app(root)) as c:
+        runs = {r["id"]: r for r in c.get("/api/runs").json()["runs"]}
+        assert set(runs) == {"half written", "odd #1 & ?", "garbage"}
+        assert runs["half written"]["status"] == "interrupted"
+        assert runs["garbage"]["epochs_done"] == 1
+        assert c.get(runs["odd #1 & ?"]["report"]).text == "<html>odd</html>"
+        assert c.get("/api/run", params={"run": "garbage"}).status_code == 200
+
+
 def test_a_run_directory_itself_is_a_root(runs_dir):
     with TestClient(create_app(runs_dir / "finished")) as c:
         (run,) = c.get("/api/runs").json()["runs"]

@@ -14,6 +14,7 @@ import platform
 import threading
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import click
 from fastapi import FastAPI, HTTPException, Query
@@ -41,6 +42,17 @@ def _read_json(path: Path):
         return None
 
 
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
+
+
+def _number(value, default: float = 0.0) -> float:
+    return float(value) if isinstance(value, (int, float)) else default
+
+
 def is_run(path: Path) -> bool:
     return any((path / name).is_file() for name in RUN_FILES)
 
@@ -52,8 +64,7 @@ def find_runs(root: Path) -> list[Path]:
     found = []
     if is_run(root):
         found.append(root)
-    children = sorted(p for p in _subdirs(root))
-    for child in children:
+    for child in sorted(_subdirs(root)):
         if is_run(child):
             found.append(child)
         else:
@@ -90,7 +101,7 @@ def run_state(run: Path, now: float | None = None) -> tuple[str, str | None, dic
     if isinstance(progress, dict):
         if progress.get("state") == "interrupted":
             return "interrupted", None, progress
-        age = now - float(progress.get("updated") or 0)
+        age = now - _number(progress.get("updated"))
         pid = progress.get("pid")
         if progress.get("host") == platform.node() and isinstance(pid, int):
             alive = _pid_alive(pid) and age < ALIVE_PID_SECONDS
@@ -101,16 +112,15 @@ def run_state(run: Path, now: float | None = None) -> tuple[str, str | None, dic
         return "interrupted", None, progress
     if (run / CHECKPOINT_FILE).is_file() or (run / HISTORY_FILE).is_file():
         return "interrupted", None, None
-    try:                                   # config.json only: loading data, or died doing so
-        age = now - (run / "config.json").stat().st_mtime
-    except OSError:
-        return "interrupted", None, None
-    return ("running", "starting", None) if age < STALE_SECONDS else ("interrupted", None, None)
+    written = _mtime(run / "config.json")   # config.json only: loading data, or died doing so
+    if written is not None and now - written < STALE_SECONDS:
+        return "running", "starting", None
+    return "interrupted", None, None
 
 
 def describe(config: dict | None) -> str:
     """One line on what a run trains, from its config.json."""
-    if not isinstance(config, dict):
+    if not isinstance(config, dict) or not config:
         return ""
     model, opt = config.get("model") or {}, config.get("optimizer") or {}
     training = config.get("training") or {}
@@ -151,8 +161,8 @@ class RunsView:
         return value
 
     def run_id(self, run: Path) -> str:
-        rel = run.relative_to(self.root).as_posix()
-        return rel if rel != "." else "."
+        """The run's path relative to RUNS_DIR ("." for RUNS_DIR itself): its name in the API."""
+        return run.relative_to(self.root).as_posix()
 
     def lookup(self, run_id: str) -> Path:
         """The run directory named `run_id`, only if it is one the listing shows (404 else)."""
@@ -162,17 +172,20 @@ class RunsView:
         raise HTTPException(404, f"no run {run_id!r} in this directory")
 
     def summary(self, run: Path, now: float, *, history: bool = False) -> dict:
+        """What the runs table shows of `run` (and its whole history for the charts)."""
         status, phase, progress = run_state(run, now)
         rows = self._cached_json(run / HISTORY_FILE)
-        rows = rows if isinstance(rows, list) else []
+        rows = [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
         config = self._cached_json(run / "config.json")
+        config = config if isinstance(config, dict) else {}
         metrics = self._cached_json(run / "metrics.json") if status == "finished" else None
-        epochs = ((config or {}).get("training") or {}).get("epochs") if config else None
+        metrics = metrics if isinstance(metrics, dict) else {}
+        epochs = (config.get("training") or {}).get("epochs")
         run_id = self.run_id(run)
         parent = Path(run_id).parent.as_posix()
         shown_progress = None
         if progress is not None:
-            age = max(now - float(progress.get("updated") or now), 0.0)
+            age = max(now - _number(progress.get("updated"), now), 0.0)
             eta = progress.get("eta")
             shown_progress = {
                 "epoch": progress.get("epoch"), "epochs": progress.get("epochs"),
@@ -189,10 +202,10 @@ class RunsView:
             "description": describe(config), "last": rows[-1] if rows else None,
             "best_val_accuracy": max((r[val_key] for r in rows if val_key in r), default=None),
             "curve_key": val_key, "curve": [r.get(val_key) for r in rows],
-            "test_accuracy": (metrics or {}).get("test_accuracy"),
-            "updated": max((p.stat().st_mtime for p in (run / n for n in RUN_FILES)
-                            if p.is_file()), default=None),
-            "report": f"/report?run={run_id}" if (run / "report.html").is_file() else None,
+            "test_accuracy": metrics.get("test_accuracy"),
+            "updated": max(filter(None, (_mtime(run / n) for n in RUN_FILES)), default=None),
+            "report": f"/report?run={quote(run_id, safe='/')}"
+            if (run / "report.html").is_file() else None,
         }
         if history:
             out["history"] = rows
@@ -214,7 +227,7 @@ class RunsView:
         groups = sorted({r["group"] for r in runs if r["group"]})
         return {"version": SCHEMA_VERSION, "root": str(self.root), "now": now,
                 "poll_seconds": 2, "runs": runs,
-                "groups": [{"id": g, "report": f"/sweep-report?group={g}"
+                "groups": [{"id": g, "report": f"/sweep-report?group={quote(g, safe='/')}"
                             if (self.root / g / SWEEP_REPORT).is_file() else None}
                            for g in groups]}
 
