@@ -112,6 +112,16 @@ def test_progress_is_throttled(tmp_path, monkeypatch):
     assert len(writes) <= 1
 
 
+def test_live_files_never_stop_training(tmp_path):
+    live = LiveFiles(tmp_path / "gone", epochs=2, interval=0.0)     # the directory is missing
+    live.on_train_begin(FakeState)
+    live.on_batch_end(0, {"loss": 1.0, "batch": 0, "batches": 1})
+    live.on_epoch_end(0, {"loss": 1.0})
+    live.on_train_end(FakeState)
+    live.stopped("interrupted")
+    assert not (tmp_path / "gone").exists()
+
+
 def write_progress(run: Path, **fields) -> None:
     run.mkdir(parents=True, exist_ok=True)
     (run / "config.json").write_text("{}")

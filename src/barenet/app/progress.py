@@ -79,7 +79,8 @@ class LiveFiles(Callback):
     ETA) about once a second during one: both atomic, so a reader never sees half a file.
 
     progress.json carries the writer's pid and host, so a reader on the same machine can tell
-    a run that died from one that is still training (`barenet dashboard`).
+    a run that died from one that is still training (`barenet dashboard`). The files are for
+    watching: one that cannot be written (disk full, directory gone) never stops the training.
     """
 
     def __init__(self, out: Path, epochs: int, interval: float = 1.0):
@@ -110,7 +111,7 @@ class LiveFiles(Callback):
         now = time.monotonic()
         self._epoch_seconds.append(now - self._epoch_start)
         self._epoch_start, self._losses = now, 0.0
-        write_json(self.out / HISTORY_FILE, self.state.history.rows)
+        self._write(HISTORY_FILE, self.state.history.rows)
         per_epoch = sum(self._epoch_seconds) / len(self._epoch_seconds)
         self.write("training", batch=self._batches, batches=self._batches, loss=logs["loss"],
                    eta=max(self.epochs - epoch - 1, 0) * per_epoch, done=epoch + 1)
@@ -122,13 +123,19 @@ class LiveFiles(Callback):
     def write(self, phase: str, *, batch, batches, loss, eta, done=None) -> None:
         """progress.json: `epoch` is the one training (1-based), or the last one done."""
         epoch = done if done is not None else self.state.epoch + 1
-        write_json(self.out / PROGRESS_FILE, {
+        self._write(PROGRESS_FILE, {
             "state": phase, "epoch": min(epoch, self.epochs), "epochs": self.epochs,
             "batch": batch, "batches": batches, "loss": loss,
             "elapsed": round(time.monotonic() - self._start, 2),
             "eta": None if eta is None else round(eta, 1),
             "updated": time.time(), "pid": os.getpid(), "host": platform.node()})
         self._last = time.monotonic()
+
+    def _write(self, name: str, obj) -> None:
+        try:
+            write_json(self.out / name, obj)
+        except OSError:
+            pass
 
     def stopped(self, reason: str) -> None:
         """Mark the run interrupted (Ctrl-C, divergence), where the file can still be written."""
