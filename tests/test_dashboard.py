@@ -181,11 +181,12 @@ def runs_dir(tmp_path_factory):
 @pytest.fixture
 def client(runs_dir):
     with TestClient(create_app(runs_dir)) as c:
+        c.app_root = runs_dir
         yield c
 
 
 # The schema of /api/runs: key -> accepted types (None: null allowed).
-RUN_SCHEMA = {"id": (str,), "name": (str,), "group": (str, None), "status": (str,),
+RUN_SCHEMA = {"id": (str,), "name": (str,), "path": (str,), "group": (str, None), "status": (str,),
               "phase": (str, None), "progress": (dict, None), "epochs": (int, None),
               "epochs_done": (int,), "description": (str,), "last": (dict, None),
               "best_val_accuracy": (float, None), "curve_key": (str,), "curve": (list,),
@@ -216,6 +217,7 @@ def test_api_lists_every_run_with_its_state(client):
     assert runs["training"]["status"] == "running"
     assert runs["training"]["progress"]["eta"] <= 40.0
     assert runs["killed"]["status"] == "interrupted" and runs["killed"]["epochs_done"] == 1
+    assert runs["killed"]["path"] == str(client.app_root / "killed")
     assert runs["finished"]["status"] == "finished"
     assert runs["finished"]["report"] == "/report?run=finished"
     assert runs["finished"]["epochs_done"] == 2 and len(runs["finished"]["curve"]) == 2

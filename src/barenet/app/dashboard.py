@@ -196,6 +196,7 @@ class RunsView:
         val_key = "val_accuracy" if rows and "val_accuracy" in rows[-1] else "accuracy"
         out = {
             "id": run_id, "name": run.name if run_id != "." else self.root.resolve().name,
+            "path": str(run),
             "group": None if parent == "." else parent,
             "status": status, "phase": phase, "progress": shown_progress,
             "epochs": epochs or (progress or {}).get("epochs"), "epochs_done": len(rows),

@@ -217,7 +217,7 @@ function renderDetail(run) {
     text = "finished: " + run.epochs_done + " epochs, test accuracy " + pct(run.test_accuracy);
   } else {
     text = "stopped after " + run.epochs_done + " epochs; continue with: barenet train --resume "
-      + (run.id === "." ? "RUN" : run.id);
+      + run.path;
   }
   $("progress-text").textContent = text;
   drawChart($("loss-chart"), seriesOf(run.history, "loss"), (v) => v.toFixed(3));
@@ -228,7 +228,7 @@ function renderDetail(run) {
   if (run.report) links.appendChild(el("a", { href: run.report, target: "_blank" },
     "open report.html"));
   else links.appendChild(el("span", { class: "muted" }, run.status === "finished"
-    ? "no report.html (barenet report " + run.id + " writes it)"
+    ? "no report.html (barenet report " + run.path + " writes it)"
     : "report.html is written when the run finishes"));
 }
 
