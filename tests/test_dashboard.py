@@ -470,3 +470,20 @@ def test_menu_project_information(tmp_path, monkeypatch):
     assert f"{tmp_path / 'runs'}  (1 finished, newest {Path('runs/r')})" in info
     for name in SHIPPED:
         assert (f"model:   {name}" in info) == (shipped_path(name) is not None)
+
+
+def test_train_live_keeps_the_page_up_on_a_terminal_until_enter(monkeypatch, capsys):
+    import io
+
+    from barenet.app import cli
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(sys, "stdin", Terminal("\n"))
+    assert cli._linger("http://127.0.0.1:1/", 0) == 0
+    assert "press Enter to stop it" in capsys.readouterr().err
+    assert cli._linger("http://127.0.0.1:1/", 130) == 130          # failed: nothing to watch
+    assert cli._linger(None, 0) == 0
+    assert capsys.readouterr().err == ""
