@@ -487,3 +487,16 @@ def test_train_live_keeps_the_page_up_on_a_terminal_until_enter(monkeypatch, cap
     assert cli._linger("http://127.0.0.1:1/", 130) == 130          # failed: nothing to watch
     assert cli._linger(None, 0) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_a_real_sweep_shows_its_trials(tiny_data, tmp_path):
+    pytest.importorskip("optuna", reason="barenet[sweep] (optuna) is not installed")
+    spec = tmp_path / "lr.toml"
+    spec.write_text('[config.model]\nhidden = [8]\n[config.training]\nepochs = 2\n'
+                    '[sampler]\nname = "grid"\n[params]\n"optimizer.lr" = [0.05, 0.1]\n')
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "runs" / "lr"), "--jobs", "1"]) == 0
+    with TestClient(create_app(tmp_path / "runs")) as c:
+        body = c.get("/api/runs").json()
+    trials = sorted((r["id"], r["group"], r["status"], r["epochs_done"]) for r in body["runs"])
+    assert trials == [("lr/trial-0000", "lr", "finished", 2),
+                      ("lr/trial-0001", "lr", "finished", 2)]
