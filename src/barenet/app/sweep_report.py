@@ -139,7 +139,8 @@ def comparison_figure(study, title: str):
                         va="center")
         ax.set_yticks(y, labels)
         span = max(max(means) - min(means), 0.2)
-        ax.set_xlim(min(means) - 0.15 * span - 0.05, max(means) + 0.35 * span + 0.05)
+        ax.set_xlim(min(means) - 0.15 * span - 0.05,
+                    min(max(means) + 0.35 * span + 0.05, 100.5))
         ax.set_xlabel("validation accuracy (%)" + (" (mean over the other parameters)"
                                                     if len(names) > 1 else ""))
         ax.set_ylabel(name)
@@ -179,8 +180,10 @@ def write_plots(study, out: Path, grid: bool) -> dict[str, str]:
         def comparison():
             import matplotlib.style
             with matplotlib.style.context("default"):   # Optuna's plots switch to ggplot
+                names = list(complete[0].params)
+                by = names[0] if len(names) == 1 else "parameter"
                 return comparison_figure(
-                    study, f"{study.study_name}: validation accuracy by parameter")
+                    study, f"{study.study_name}: validation accuracy by {by}")
         makers["comparison"] = comparison
     for name, make in makers.items():
         if len(complete) < 2:
