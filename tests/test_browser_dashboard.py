@@ -74,6 +74,9 @@ def screenshot_dir(tmp_path) -> Path:
     return d
 
 
+EPOCHS = 20
+
+
 def points(page) -> int:
     return int(page.get_attribute("#accuracy-chart", "data-points") or 0)
 
@@ -92,8 +95,10 @@ def test_curves_grow_while_a_real_run_trains(browser, dashboard, tmp_path):
     assert page.is_visible("#empty")                       # nothing trained here yet
     page.evaluate("window.__sameDocument = true")           # gone if the page ever reloads
 
-    # A real run: 784-64-10 on real MNIST, 8 epochs of a few seconds each on this machine.
-    train = subprocess.Popen([*BARENET, "train", "--epochs", "8", "--out", str(runs / "live"),
+    # A real run: 784-64-10 on real MNIST, EPOCHS epochs of a few seconds each: enough that a
+    # browser starved on a loaded machine (seen: first look at epoch 6 of 8) still sees growth.
+    train = subprocess.Popen([*BARENET, "train", "--epochs", str(EPOCHS), "--out",
+                              str(runs / "live"),
                               "--set", "model.hidden=[64]", "--set", "model.dropout=0.0",
                               "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -119,9 +124,10 @@ def test_curves_grow_while_a_real_run_trains(browser, dashboard, tmp_path):
             train.wait()
 
     page.wait_for_selector("tr.run[data-run='live'] .status.finished", timeout=30_000)
-    page.wait_for_function("+document.querySelector('#accuracy-chart').dataset.points === 8")
+    page.wait_for_function(
+        f"+document.querySelector('#accuracy-chart').dataset.points === {EPOCHS}")
     assert page.evaluate("window.__sameDocument === true"), "the page was reloaded"
-    assert int(page.get_attribute("#loss-chart", "data-points")) == 8
+    assert int(page.get_attribute("#loss-chart", "data-points")) == EPOCHS
     assert page.locator("#loss-chart path.val").count() == 1      # validation curve drawn
     assert "test accuracy" in page.inner_text("#progress-text")
     if (runs / "live" / "report.html").is_file():
