@@ -20,6 +20,14 @@ optuna = pytest.importorskip("optuna", reason="barenet[sweep] (optuna) is not in
 from barenet.app.cli import main  # noqa: E402
 from barenet.config import load_config  # noqa: E402
 
+
+@pytest.fixture(autouse=True)
+def _no_plots(request, monkeypatch):
+    """Optuna's plots cost seconds per sweep; only the report test draws them."""
+    if request.node.name != "test_report_and_best_toml":
+        monkeypatch.setattr("barenet.app.sweep_report.write_plots", lambda *a, **k: {})
+
+
 TINY = """
 heartbeat_interval = 1
 [config.model]
@@ -237,6 +245,8 @@ SWEEP_SCRIPT = textwrap.dedent("""
     barenet.data.load_dataset = lambda *a, **k: data
     from barenet.app import runs, sweep
     runs._write_report = lambda out: None
+    from barenet.app import sweep_report
+    sweep_report.write_plots = lambda *a, **k: {{}}
     # slow batches, so that a kill lands in the middle of a trial
     sweep.PruneOnValidation.on_batch_end = lambda self, batch, logs: time.sleep({pause})
     from barenet.app.cli import main
