@@ -99,6 +99,8 @@ def test_grid_with_two_workers_runs_each_combination_once(tiny_data, tmp_path):
         assert t.value == history[-1]["val_accuracy"]      # the objective: validation accuracy
         assert t.intermediate_values == {r["epoch"]: r["val_accuracy"] for r in history}
     assert main(["evaluate", str(out / "trial-0002"), "--json"]) == 0
+    assert main(["compare", str(out / "trial-0000"), str(out / "trial-0003"), "--out",
+                 str(tmp_path / "curves.png")]) == 0
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     if len(cpus) >= 2:                   # each worker pinned to half the cores, BLAS to match
         for t in trials:
