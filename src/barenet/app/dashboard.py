@@ -293,7 +293,6 @@ def start_in_background(root: Path, host: str = "127.0.0.1", port: int = 0):
     its URL and the uvicorn server (server.should_exit = True stops it)."""
     from .server import _bind
     sock = _bind(host, port)
-    sock.listen(128)
     server = _server(create_app(Path(root)), sock)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]},
                               name="barenet-dashboard", daemon=True)
@@ -348,7 +347,6 @@ def command(runs_dir, host, port, open_page):
     if not _is_loopback(host):
         click.echo(f"warning: listening on {host}: other machines can reach this page",
                    err=True)
-    sock.listen(128)             # connections wait in the backlog while uvicorn starts
     url = _url(host, sock)
     click.echo(f"barenet dashboard: {url}  (runs in {root}; Ctrl-C stops)")
     import sys

@@ -450,6 +450,8 @@ def _model_card(p: Predictor, max_body: int) -> dict:
 
 
 def _bind(host: str, port: int):
+    """A listening socket on host:port: a browser that connects as soon as the URL is printed
+    waits in the backlog while uvicorn starts, instead of being refused."""
     import socket
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -460,6 +462,7 @@ def _bind(host: str, port: int):
         sock.close()
         raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     sock.set_inheritable(True)
+    sock.listen(128)
     return sock
 
 
