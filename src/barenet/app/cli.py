@@ -441,15 +441,54 @@ def main(argv: list[str] | None = None) -> int:
         click.echo(f"error: {exc.format_message()}", err=True)
         return exc.exit_code
     except _user_errors() as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {one_line(exc)}", err=True)
         return EXIT_USAGE
     except Exception as exc:
         from ..data import DataError
         if isinstance(exc, DataError):
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {one_line(exc)}", err=True)
             return EXIT_FAIL
-        raise
+        return _last_resort(exc)
     return result if isinstance(result, int) else EXIT_OK
+
+
+def one_line(message) -> str:
+    """Any message as one line (an exception's text may hold newlines)."""
+    return " ".join(str(message).split())
+
+
+def _last_resort(exc: BaseException) -> int:
+    """An error no command turned into a sentence: still one line and an exit code, never a
+    traceback (BARENET_DEBUG=1 re-raises it for a developer). Errors of the system and of the
+    user's paths (permissions, no such file) are exit 2; the rest (disk full, out of memory,
+    a bug) exit 1."""
+    import errno
+    import os
+    if os.environ.get("BARENET_DEBUG", "").strip() not in ("", "0"):
+        raise exc
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        what = exc.strerror or one_line(exc) or type(exc).__name__
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            click.echo(f"error: {where}{what}: the disk is full; free some space and run the "
+                       f"command again (files already written were left intact)", err=True)
+            return EXIT_FAIL
+        user = isinstance(exc, (PermissionError, FileNotFoundError, NotADirectoryError,
+                                IsADirectoryError, FileExistsError))
+        hint = "; check the path and its permissions" if user else ""
+        click.echo(f"error: {where}{what}{hint}", err=True)
+        return EXIT_USAGE if user else EXIT_FAIL
+    if isinstance(exc, MemoryError):
+        click.echo("error: out of memory; try a smaller model, a smaller --batch-size, or a "
+                   "machine with more memory", err=True)
+        return EXIT_FAIL
+    if isinstance(exc, RecursionError):
+        click.echo("error: input nested too deeply to process", err=True)
+        return EXIT_USAGE
+    click.echo(f"error: internal error ({type(exc).__name__}: {one_line(exc)[:300]}); this is a "
+               f"bug in barenet: please report it (BARENET_DEBUG=1 shows the traceback)",
+               err=True)
+    return EXIT_FAIL
 
 
 def run() -> None:

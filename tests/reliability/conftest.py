@@ -1,0 +1,98 @@
+"""Helpers every reliability test uses: run the CLI, check its one-line error, prove that
+nothing of the user's changed and nothing was left behind.
+
+The contract every case checks (docs/reliability.md):
+- exit code 2 for bad input, 1 for a failure the user did not cause (HTTP: a 4xx);
+- stderr ends with one line starting "error:", and no traceback anywhere;
+- no file of the user changed, nothing executed, no stray temporary file left.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+FAKE = HERE / "fake_barenet.py"
+
+
+@dataclass
+class Done:
+    code: int
+    out: str
+    err: str
+
+
+def cli(*args, fake_data: bool = True, env: dict | None = None, timeout: float = 120,
+        input: str | None = None, cwd=None) -> Done:
+    """Run `barenet ARGS` in a child process (synthetic digits unless fake_data=False)."""
+    argv = ([sys.executable, str(FAKE)] if fake_data
+            else [sys.executable, "-c", "from barenet.app.cli import run; run()"])
+    full_env = {**os.environ, "BARENET_OFFLINE": "1", "NO_COLOR": "1", "COLUMNS": "200",
+                **(env or {})}
+    full_env.pop("BARENET_DEBUG", None)
+    done = subprocess.run([*argv, *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env=full_env, cwd=cwd,
+                          input=input, stdin=None if input is not None else subprocess.DEVNULL)
+    return Done(done.returncode, done.stdout, done.stderr)
+
+
+def popen(*args, env: dict | None = None, **kw) -> subprocess.Popen:
+    """Start `barenet ARGS` (synthetic digits) without waiting for it."""
+    full_env = {**os.environ, "BARENET_OFFLINE": "1", "NO_COLOR": "1", **(env or {})}
+    return subprocess.Popen([sys.executable, str(FAKE), *map(str, args)], env=full_env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+def assert_error(done: Done, code: int, *words: str) -> str:
+    """Exit `code`, no traceback, and stderr's last line is one "error: ..." line that
+    contains every one of `words` (case-insensitive). Returns that line."""
+    both = done.out + done.err
+    assert "Traceback" not in both, both
+    assert done.code == code, (done.code, both)
+    lines = [line for line in done.err.splitlines() if line.strip()]
+    assert lines, f"no message on stderr (stdout: {done.out!r})"
+    last = lines[-1]
+    assert last.startswith("error: ") or last.startswith("Error: "), done.err
+    assert sum(line.lower().startswith("error") for line in lines) == 1, done.err
+    for word in words:
+        assert word.lower() in last.lower(), (word, last)
+    return last
+
+
+def snapshot(root: Path) -> dict[str, tuple[str, int]]:
+    """Every file under root: (sha256, mode). Compare two snapshots to prove nothing changed."""
+    root = Path(root)
+    if not root.exists():
+        return {}
+    if root.is_file():
+        return {root.name: (hashlib.sha256(root.read_bytes()).hexdigest(), root.stat().st_mode)}
+    return {str(p.relative_to(root)): (hashlib.sha256(p.read_bytes()).hexdigest(),
+                                       p.stat().st_mode)
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def stray_files(root: Path) -> list[str]:
+    """Temporary or partial files a crash or refusal left behind."""
+    root = Path(root)
+    if not root.exists():
+        return []
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*")
+                  if p.name.endswith((".tmp", ".part", ".partial", ".lock-tmp"))
+                  or (p.name.startswith(".") and ".tmp" in p.name))
+
+
+@pytest.fixture
+def tiny_run(tmp_path_factory) -> Path:
+    """A finished run on the synthetic digits (2 epochs), made once per test that asks."""
+    out = tmp_path_factory.mktemp("run") / "run"
+    done = cli("train", "--out", out, "--epochs", 2, "--quiet")
+    assert done.code == 0, done.err
+    return out
