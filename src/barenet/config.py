@@ -13,6 +13,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from . import sizing
+from .sizing import TRAIN_IMAGES, LayerSpecError, short
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -128,27 +131,37 @@ CHOICES = {
 }
 
 
+INT_MAX = 2**63 - 1                  # what NumPy's int64 holds (seeds, epochs, sizes)
+CONFIG_FILE_LIMIT = 1 << 20          # bytes; a config is a few kB, /dev/zero is endless
+
+
 def _coerce(key: str, value: Any, default: Any) -> Any:
     """Convert a TOML value to the type of the field's default, or raise ConfigError."""
     def bad(what: str):
-        return ConfigError(f"{key}: expected {what}, got {value!r}")
+        return ConfigError(f"{key}: expected {what}, got {short(value)}")
 
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise bad("true or false")
         return value
     if isinstance(default, int):
+        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+            value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
             raise bad("an integer")
+        if abs(value) > INT_MAX:
+            raise bad(f"an integer of at most {INT_MAX}")
         return value
     if isinstance(default, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad("a number")
+        try:
+            value = float(value)             # an int of 400 digits overflows here
+        except OverflowError:
+            raise bad("a finite number") from None
         if not math.isfinite(value):
             raise bad("a finite number")
-        return float(value)
+        return value
     if isinstance(default, str):
         if not isinstance(value, str):
             raise bad("a string")
@@ -175,7 +188,7 @@ def from_dict(raw: dict) -> Config:
         if name == "description":
             continue
         if name not in _SECTION_CLASSES:
-            raise ConfigError(f"unknown config section [{name}]; known: "
+            raise ConfigError(f"unknown config section [{short(name)}]; known: "
                               f"{', '.join(_SECTION_CLASSES)}")
         if not isinstance(value, dict):
             raise ConfigError(f"[{name}] must be a table")
@@ -185,9 +198,9 @@ def from_dict(raw: dict) -> Config:
         known = {f.name for f in fields(cls)}
         kwargs = {}
         for key, value in given.items():
-            full = f"{name}.{key}"
+            full = f"{name}.{key}" if isinstance(key, str) else f"{name}.{short(key)}"
             if key not in known:
-                raise ConfigError(f"unknown config key {full!r}; known keys in [{name}]: "
+                raise ConfigError(f"unknown config key {short(full)}; known keys in [{name}]: "
                                   f"{', '.join(sorted(known))}")
             kwargs[key] = _coerce(full, value, getattr(defaults, key))
         sections[name] = cls(**kwargs)
@@ -202,7 +215,7 @@ def from_dict(raw: dict) -> Config:
 def validate(c: Config) -> None:
     def check(ok: bool, key: str, what: str, value):
         if not ok:
-            raise ConfigError(f"{key} {what}, got {value!r}")
+            raise ConfigError(f"{key} {what}, got {short(value)}")
 
     for key, options in CHOICES.items():
         section, name = key.split(".")
@@ -211,27 +224,26 @@ def validate(c: Config) -> None:
     check(c.data.validation >= 0 and (c.data.validation < 1 or c.data.validation.is_integer()),
           "data.validation", "must be a fraction in [0, 1) or a whole number of images",
           c.data.validation)
+    check(c.data.validation < TRAIN_IMAGES, "data.validation",
+          f"must leave training images: the training sets have {TRAIN_IMAGES}",
+          c.data.validation)
     check(all(h > 0 for h in c.model.hidden), "model.hidden", "sizes must be positive",
           list(c.model.hidden))
     check(0 <= c.model.dropout < 1, "model.dropout", "must be in [0, 1)", c.model.dropout)
     from .init import INITIALIZERS
     check(c.model.init in INITIALIZERS, "model.init",
           f"must be one of {', '.join(sorted(INITIALIZERS))}", c.model.init)
-    if c.model.layers:
-        from .model import Sequential
-        try:
-            Sequential.from_architecture(list(c.model.layers), rng=0)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"model.layers: {exc}") from None
     a = c.augment
-    for key in ("shift", "rotate", "scale", "elastic_alpha"):
-        check(getattr(a, key) >= 0, f"augment.{key}", "must be >= 0 (0 = off)", getattr(a, key))
-    check(a.scale < 1, "augment.scale", "must be < 1", a.scale)
+    for key, most in (("shift", 28.0), ("rotate", 360.0), ("elastic_alpha", 1000.0)):
+        check(0 <= getattr(a, key) <= most, f"augment.{key}", f"must be in [0, {most:g}] "
+              f"(0 = off)", getattr(a, key))
+    check(0 <= a.scale < 1, "augment.scale", "must be in [0, 1) (0 = off)", a.scale)
     check(0 <= a.flip <= 1, "augment.flip", "is a probability: must be in [0, 1]", a.flip)
     check(0 <= a.erase <= 1, "augment.erase", "is a probability: must be in [0, 1]", a.erase)
     check(0.02 <= a.erase_area <= 1, "augment.erase_area", "must be in [0.02, 1]",
           a.erase_area)
-    check(a.elastic_sigma > 0, "augment.elastic_sigma", "must be > 0", a.elastic_sigma)
+    check(0 < a.elastic_sigma <= 28, "augment.elastic_sigma", "must be in (0, 28] (pixels)",
+          a.elastic_sigma)
     o = c.optimizer
     check(o.lr > 0, "optimizer.lr", "must be > 0", o.lr)
     check(0 <= o.momentum < 1, "optimizer.momentum", "must be in [0, 1)", o.momentum)
@@ -261,6 +273,41 @@ def validate(c: Config) -> None:
     check(t.early_stopping >= 0, "training.early_stopping", "must be >= 0 (0 = off)",
           t.early_stopping)
     check(t.seed >= 0, "training.seed", "must be >= 0", t.seed)
+    _check_size(c)
+    if c.model.layers:          # built once (it fits): the layers' own checks have the last word
+        from .model import Sequential
+        try:
+            Sequential.from_architecture(list(c.model.layers), rng=0)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"model.layers: {sizing.cut(exc, 200)}") from None
+
+
+def _check_size(c: Config) -> None:
+    """Refuse a network that cannot run on 28x28 images or cannot fit in this machine's
+    memory (parameters, gradients, optimizer state, one batch's activations), before any
+    array exists: a MemoryError half-way through building it is no message."""
+    key = "model.layers" if c.model.layers else "model.hidden"
+    layers = (list(c.model.layers) if c.model.layers
+              else sizing.mlp_layers(c.model.hidden, c.model.batch_norm, c.model.dropout))
+    try:
+        net = sizing.walk(layers)
+    except LayerSpecError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
+    n_val = c.data.validation if c.data.validation >= 1 else TRAIN_IMAGES * c.data.validation
+    n_train = TRAIN_IMAGES - int(n_val)
+    batch = min(c.training.batch_size or n_train, n_train)
+    o = c.optimizer
+    slots = {"sgd": int(o.momentum > 0), "rmsprop": 1 + int(o.momentum > 0)}.get(o.name, 2)
+    param_bytes, act_bytes, which = sizing.training_bytes(net, batch, slots)
+    limit, source = sizing.available_memory()
+    if param_bytes + act_bytes > limit:
+        raise ConfigError(
+            f"{key}: this network needs at least {sizing.human_bytes(param_bytes + act_bytes)} "
+            f"to train ({net['params']:,} parameters with gradients and optimizer state: "
+            f"{sizing.human_bytes(param_bytes)}; activations of {which}: "
+            f"{sizing.human_bytes(act_bytes)}), more than the "
+            f"{sizing.human_bytes(limit)} available ({source}); use smaller layers or a "
+            f"smaller training.batch_size")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -268,12 +315,51 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, sep, value = text.partition("=")
     parts = key.strip().split(".")
     if not sep or len(parts) != 2 or not all(parts):
-        raise ConfigError(f"--set {text!r}: expected section.key=value, e.g. optimizer.lr=0.01")
+        raise ConfigError(f"--set {short(text)}: expected section.key=value, "
+                          f"e.g. optimizer.lr=0.01")
     try:
-        parsed = tomllib.loads(f"v = {value.strip()}")["v"]
-    except tomllib.TOMLDecodeError:
-        parsed = value.strip()
+        parsed = parse_toml(f"v = {value.strip()}", f"--set {short(text)}")["v"]
+    except ConfigError as exc:
+        if "not valid TOML" not in str(exc):
+            raise
+        parsed = value.strip()          # a bare word: the string itself (activation=GELU)
     return parts, parsed
+
+
+def parse_toml(text: str, what: str) -> dict:
+    """tomllib.loads with every failure as one ConfigError line naming `what`."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{what} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{what}: nested too deeply (arrays or tables inside each other "
+                          f"hundreds of levels deep); a config nests a few levels") from None
+    except ValueError as exc:          # e.g. an integer of more than 4300 digits
+        raise ConfigError(f"{what}: cannot be read ({sizing.cut(exc)})") from None
+
+
+def read_config_text(path: Path, what: str = "config file") -> str:
+    """The text of a config file, read up to CONFIG_FILE_LIMIT bytes; ConfigError otherwise."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(CONFIG_FILE_LIMIT + 1)
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {path} not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{what} {path} is a directory, not a file") from None
+    except PermissionError:
+        raise ConfigError(f"{what} {path} cannot be read: permission denied") from None
+    except OSError as exc:
+        raise ConfigError(f"{what} {path} cannot be read: {exc.strerror or exc}") from None
+    if len(data) > CONFIG_FILE_LIMIT:
+        raise ConfigError(f"{what} {path} is larger than {CONFIG_FILE_LIMIT >> 20} MB; "
+                          f"a config is a few kB (is it the right file?)")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} {path} cannot be read: not UTF-8 text ({exc.reason} at "
+                          f"byte {exc.start})") from None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = (),
@@ -282,20 +368,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (),
     raw: dict = dict(base or {})
     if path is not None:
         path = Path(path)
-        try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path} not found") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"config file {path} cannot be read: {exc}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        raw = parse_toml(read_config_text(path), f"config file {path}")
     raw = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
     for text in overrides:
         (section, key), value = parse_override(text)
         if section not in _SECTION_CLASSES:
-            raise ConfigError(f"unknown config section {section!r} in --set {text!r}")
-        raw.setdefault(section, {})[key] = value
+            raise ConfigError(f"unknown config section {short(section)} in --set {short(text)}")
+        table = raw.setdefault(section, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"[{section}] must be a table, got {short(table)}")
+        table[key] = value
     return from_dict(raw)
 
 
