@@ -4,29 +4,93 @@ and their training curves overlaid in one PNG. Reads only the runs' JSON files."
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import click
 
+from ..sizing import cut, short
 from .report import best_val, flatten
+
+JSON_LIMIT = 16 << 20     # bytes; a history of thousands of epochs is a few hundred kB
+
+
+def _read_json(run: Path, name: str, required: bool = True):
+    from .runs import RunError
+
+    path = run / name
+    try:
+        with open(path, "rb") as f:
+            data = f.read(JSON_LIMIT + 1)
+    except FileNotFoundError:
+        if required:
+            raise RunError(f"{run}: no {name}; is this a finished run directory?") from None
+        return None
+    except OSError as exc:
+        raise RunError(f"{path}: unreadable ({exc.strerror or type(exc).__name__})") from None
+    if len(data) > JSON_LIMIT:
+        raise RunError(f"{path}: larger than {JSON_LIMIT >> 20} MB; not a file barenet wrote")
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise RunError(f"{path}: nested too deeply; not a file barenet wrote") from None
+    except ValueError as exc:             # bad JSON, not UTF-8, a 5000-digit number
+        raise RunError(f"{path}: not valid JSON ({cut(exc, 100)})") from None
+
+
+def _number(value) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def _check_history(path: Path, history) -> list[dict]:
+    """A history is a list of per-epoch tables of finite numbers (what training writes)."""
+    from .runs import RunError
+
+    if not isinstance(history, list):
+        raise RunError(f"{path}: expected a list of epochs, got {short(history)}")
+    for i, row in enumerate(history):
+        if not isinstance(row, dict):
+            raise RunError(f"{path}: epoch entry {i} is not a table of numbers: {short(row)}")
+        for key, value in row.items():
+            if not _number(value):
+                raise RunError(f"{path}: epoch entry {i}, key {short(key)}: expected a "
+                               f"finite number, got {short(value)}")
+    return history
+
+
+def _check_table(path: Path, table, numbers: tuple[str, ...] = ()) -> dict:
+    from .runs import RunError
+
+    if not isinstance(table, dict):
+        raise RunError(f"{path}: expected a JSON object, got {short(table)}")
+    for key in numbers:
+        if table.get(key) is not None and not _number(table[key]):
+            raise RunError(f"{path}: key {key!r}: expected a finite number, got "
+                           f"{short(table[key])}")
+    return table
 
 
 def _load(run: Path) -> dict:
-    from .runs import RunError
+    """config, history and metrics of a run directory, each checked: one line naming the file
+    and the key when one of them is not what training writes."""
+    metrics = _read_json(run, "metrics.json", required=False)
+    return {"config": _check_table(run / "config.json", _read_json(run, "config.json")),
+            "history": _check_history(run / "history.json", _read_json(run, "history.json")),
+            "metrics": {} if metrics is None else _check_table(
+                run / "metrics.json", metrics, ("test_accuracy", "train_seconds_total"))}
 
-    def read(name: str, required: bool = True):
-        path = run / name
-        try:
-            return json.loads(path.read_text())
-        except FileNotFoundError:
-            if required:
-                raise RunError(f"{run}: no {name}; is this a finished run directory?") from None
-            return {}
-        except (OSError, ValueError) as exc:
-            raise RunError(f"{path}: unreadable ({exc})") from None
 
-    return {"config": read("config.json"), "history": read("history.json"),
-            "metrics": read("metrics.json", required=False)}
+def _check_out(out: str) -> Path:
+    """--out is a PNG file to write: refuse, before reading any run, what cannot be one."""
+    path = Path(out)
+    if not out.strip() or path.is_dir():
+        raise click.BadParameter(f"{out!r} is a directory or empty; give a file name such as "
+                                 f"compare.png", param_hint="--out")
+    parent = path.parent
+    if not parent.is_dir():
+        raise click.BadParameter(f"the folder {parent} does not exist", param_hint="--out")
+    return path
 
 
 def _labels(paths: list[Path]) -> list[str]:
@@ -76,6 +140,7 @@ def command(runs, out):
 
     from .extras import install_hint
 
+    out = _check_out(out)
     paths = [Path(r) for r in runs]
     loaded = [_load(p) for p in paths]
     labels = _labels(paths)

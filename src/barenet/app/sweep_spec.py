@@ -8,17 +8,12 @@ from __future__ import annotations
 
 import itertools
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError, from_dict
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from ..config import ConfigError, from_dict, parse_toml, read_config_text
+from ..sizing import short
 
 SAMPLERS = ("grid", "random", "tpe")
 PRUNERS = ("none", "median", "successive-halving")
@@ -110,12 +105,17 @@ def _number(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
+def _whole(x) -> bool:
+    """An int that is not a bool (True is an int in Python) and fits in int64."""
+    return isinstance(x, int) and not isinstance(x, bool) and abs(x) < 2**63
+
+
 def _dist(name: str, value, where: str) -> Dist:
     if isinstance(value, list):
         value = {"choices": value}
     if not isinstance(value, dict):
         raise SpecError(f"{where}: expected a list of values or a table with low and high, "
-                        f"got {value!r}")
+                        f"got {short(value)}")
     if "choices" in value:
         if set(value) != {"choices"} or not isinstance(value["choices"], list):
             raise SpecError(f"{where}: a choice table has only choices = [...]")
@@ -159,19 +159,16 @@ def _table(raw: dict, key: str, choices: tuple, default: str) -> dict:
     table.setdefault("name", default)
     if table["name"] not in choices:
         raise SpecError(f"{key}.name must be one of {', '.join(choices)}, "
-                        f"got {table['name']!r}")
+                        f"got {short(table['name'])}")
     return table
 
 
 def _read_toml(path: Path, what: str) -> dict:
+    """The same reading as a config file: bounded size, one line for any damage."""
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SpecError(f"{what} {path} not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"{what} {path} cannot be read: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise SpecError(f"{what} {path} is not valid TOML: {exc}") from None
+        return parse_toml(read_config_text(path, what), f"{what} {path}")
+    except ConfigError as exc:
+        raise SpecError(str(exc)) from None
 
 
 def _base_path(spec_path: Path, name: str) -> Path:
@@ -225,7 +222,7 @@ def load_spec(path: str | Path) -> Spec:
                 d = _dist(name, value[p], f"{where}.{p}")
                 dists.append(d)
                 values = d.choices if d.kind == "categorical" else (d.low, d.high)
-                if not all(isinstance(v, int) and v > 0 for v in values):
+                if not all(_whole(v) and v > 0 for v in values):
                     raise SpecError(f"{where}.{p}: expected positive whole numbers")
             hidden_shape[key] = parts
             continue
@@ -238,15 +235,15 @@ def load_spec(path: str | Path) -> Spec:
                 timeout=raw.get("timeout"),
                 heartbeat_interval=raw.get("heartbeat_interval", 10),
                 hidden_shape=hidden_shape)
-    checks = (("trials", spec.trials is None or (isinstance(spec.trials, int)
-                                                 and spec.trials > 0), "an integer > 0"),
+    checks = (("trials", spec.trials is None or (_whole(spec.trials) and spec.trials > 0),
+               "an integer > 0"),
               ("timeout", spec.timeout is None or (_number(spec.timeout) and spec.timeout > 0),
                "seconds > 0"),
-              ("heartbeat_interval", isinstance(spec.heartbeat_interval, int)
+              ("heartbeat_interval", _whole(spec.heartbeat_interval)
                and spec.heartbeat_interval > 0, "whole seconds > 0"))
     for key, ok, what in checks:
         if not ok:
-            raise SpecError(f"{key}: expected {what}, got {raw.get(key)!r}")
+            raise SpecError(f"{key}: expected {what}, got {short(raw.get(key))}")
     if spec.grid:
         for d in dists:
             if d.kind != "categorical":
@@ -272,7 +269,7 @@ def _check_values(spec: Spec) -> None:
             try:
                 spec.config_for({**first, d.name: value})
             except ConfigError as exc:
-                raise SpecError(f"params.{d.name} = {decode(value)!r}: {exc}") from None
+                raise SpecError(f"params.{d.name} = {short(decode(value))}: {exc}") from None
 
 
 def _optuna_kwargs(table: dict, what: str) -> dict:
