@@ -277,10 +277,8 @@ def create_app(root: Path) -> FastAPI:
 
 
 def _server(app, sock):
-    import uvicorn
-    config = uvicorn.Config(app, log_level="warning", timeout_keep_alive=5,
-                            limit_concurrency=64, server_header=False)
-    return uvicorn.Server(config)
+    from .serving import uvicorn_server  # idle or slow clients cannot deny service
+    return uvicorn_server(app)
 
 
 def _url(host: str, sock) -> str:

@@ -1,9 +1,11 @@
 """`barenet serve MODEL`: a draw-a-digit page and a JSON API (FastAPI + uvicorn), loopback only.
 
 Every user image goes through barenet.data.preprocess, as in `barenet predict`. Request bodies are
-limited (Content-Length checked first, then counted while streaming); every bad input gets a 4xx
-JSON {"error": "..."}; CPU work runs in worker threads so one slow image never stalls the page.
-The API is described at /openapi.json and shown by /docs, an offline page (no CDN).
+limited (Content-Length checked first, then counted while streaming), images too (from their
+header, before decoding); every error, bad input or unknown route, gets JSON {"error": "..."};
+CPU work runs in worker threads so one slow image never stalls the page. Deadlines for slow and
+idle clients are in serving.py. The API is described at /openapi.json (each error it can answer
+included) and shown by /docs, an offline page (no CDN).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import json
 import math
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import click
 import numpy as np
@@ -22,6 +24,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 STATIC = Path(__file__).parent / "static"
 MAX_BODY = 5 * 1024 * 1024  # bytes; a 280x280 canvas PNG is ~10 kB
@@ -143,14 +146,26 @@ class Error(BaseModel):
     error: str
 
 
+Pixel = Annotated[float, Field(ge=0, le=255)]
+Row = Annotated[list[Pixel], Field(min_length=SIDE, max_length=SIDE)]
+
+
 class PixelsBody(BaseModel):
-    pixels: list[list[float]] = Field(description="28x28 numbers in [0, 255], white ink on "
-                                                  "black: the network input itself")
+    pixels: Annotated[list[Row], Field(min_length=SIDE, max_length=SIDE)] = Field(
+        description="28x28 numbers in [0, 255], white ink on black: the network input itself")
 
 
-ERRORS = {code: {"model": Error, "description": what} for code, what in (
-    (400, "malformed body or image"), (413, "body or image too large"),
-    (415, "unsupported content type"), (422, "no digit found, or wrong array shape"))}
+def _errors(*codes: int) -> dict:
+    """OpenAPI responses: each error code a route can answer, all with the {"error"} body."""
+    what = {400: "malformed body or image", 404: "not found (see the message)",
+            408: "request body not received in time", 413: "body or image too large",
+            415: "unsupported content type",
+            422: "invalid parameters, no digit found, or wrong array shape",
+            503: "server busy: too many requests in progress; retry (see Retry-After)"}
+    return {code: {"model": Error, "description": what[code]} for code in (*codes, 503)}
+
+
+ERRORS = _errors(400, 408, 413, 415, 422)  # POST /api/predict
 
 
 # Model-side work
@@ -175,11 +190,11 @@ class Predictor:
         return self._saliency is not None
 
     def preprocess(self, data: bytes) -> np.ndarray:
-        from ..data.preprocess import ImageError, load_image, preprocess_image
+        from ..data.preprocess import ImageError, load_digit, preprocess_image
 
         with self._decode:
             try:
-                return preprocess_image(load_image(data))
+                return preprocess_image(load_digit(data))
             except ImageError as exc:
                 raise HTTPException(_image_error_status(str(exc)), str(exc)) from None
 
@@ -224,22 +239,48 @@ def _image_error_status(message: str) -> int:
 
 
 def _pixels(value: Any) -> np.ndarray:
-    """JSON {"pixels": 28x28 numbers in [0, 255]} -> uint8 (28, 28), or a 4xx naming why."""
+    """JSON {"pixels": 28x28 numbers in [0, 255]} -> uint8 (28, 28), or a 422 naming the first
+    wrong row or value. Values are checked in Python before NumPy sees them: an integer of 400
+    digits is out of range here, not an OverflowError in np.asarray."""
+    need = "a 28x28 array (a list of 28 lists of 28 numbers)"
     if not isinstance(value, dict) or "pixels" not in value:
         raise HTTPException(422, 'JSON body must be an object {"pixels": 28x28 array}')
     rows = value["pixels"]
-    if not isinstance(rows, list) or not all(isinstance(r, list) for r in rows):
-        raise HTTPException(422, "pixels must be a 28x28 array (a list of 28 lists of 28 numbers)")
-    shape = (len(rows), *sorted({len(r) for r in rows}))
-    if shape != (SIDE, SIDE):
+    if not isinstance(rows, list):
+        raise HTTPException(422, f"pixels must be {need}, not {_json_type(rows)}")
+    for i, row in enumerate(rows):
+        if not isinstance(row, list):
+            raise HTTPException(422, f"pixels must be {need}: item {i} is {_json_type(row)}, "
+                                     f"not a list")
+    lengths = sorted({len(r) for r in rows})
+    if len(lengths) > 1:  # ragged: name a short or long row, not a made-up 3-D shape
+        odd = next(i for i, r in enumerate(rows) if len(r) != SIDE)
+        raise HTTPException(422, f"pixels must be {need}, but its rows differ in length: row "
+                                 f"{odd} has {len(rows[odd])} numbers")
+    if len(rows) != SIDE or lengths != [SIDE]:
         raise HTTPException(422, f"pixels must be a 28x28 array, got shape "
-                                 f"{'x'.join(map(str, shape)) if rows else '0'}")
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for r in rows for v in r):
-        raise HTTPException(422, "pixels must be numbers")
-    a = np.asarray(rows, dtype=np.float64)
-    if not np.isfinite(a).all() or a.min() < 0 or a.max() > 255:
-        raise HTTPException(422, "pixels must be finite numbers in [0, 255]")
-    return np.rint(a).astype(np.uint8)
+                                 f"{len(rows)}x{lengths[0] if lengths else 0}")
+    for i, row in enumerate(rows):
+        for j, v in enumerate(row):
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise HTTPException(422, f"pixels must be numbers: pixels[{i}][{j}] is "
+                                         f"{_json_type(v)}")
+            if not 0 <= v <= 255:  # also false for NaN; exact for integers of any size
+                raise HTTPException(422, f"pixels must be finite numbers in [0, 255]: "
+                                         f"pixels[{i}][{j}] is {_short(v)}")
+    return np.rint(np.asarray(rows, dtype=np.float64)).astype(np.uint8)
+
+
+def _json_type(v: Any) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "true/false",
+             type(None): "null", int: "a number", float: "a number"}
+    return names.get(type(v), type(v).__name__)
+
+
+def _short(v: float) -> str:
+    if isinstance(v, int) and v.bit_length() > 64:
+        return f"an integer of about {int(v.bit_length() * 0.30103) + 1} digits"
+    return repr(v)
 
 
 # The application
@@ -258,9 +299,16 @@ def create_app(model, meta: dict, test: tuple[np.ndarray, np.ndarray] | None = N
     app.add_middleware(BodyLimit, limit=max_body)
     app.state.predictor = predictor
 
-    @app.exception_handler(HTTPException)
-    async def http_error(request, exc: HTTPException):
-        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
+    @app.exception_handler(StarletteHTTPException)  # also routing's 404 and 405, not only ours
+    async def http_error(request, exc: StarletteHTTPException):
+        detail = str(exc.detail)
+        if exc.status_code == 404 and detail == "Not Found":
+            detail = f"no such page or API route: {request.url.path} (the API is at /docs)"
+        elif exc.status_code == 405:
+            allowed = (exc.headers or {}).get("Allow", "")
+            detail = f"method {request.method} not allowed on {request.url.path}" + (
+                f": use {allowed}" if allowed else "")
+        return JSONResponse({"error": detail}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request, exc: RequestValidationError):
@@ -282,7 +330,8 @@ def create_app(model, meta: dict, test: tuple[np.ndarray, np.ndarray] | None = N
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
-    @app.get("/api/model", response_model=ModelCard, summary="Model card")
+    @app.get("/api/model", response_model=ModelCard, responses=_errors(),
+             summary="Model card")
     async def model_card():
         """Architecture, parameter count, training configuration, test metrics, features."""
         return _model_card(predictor, max_body)
@@ -299,7 +348,7 @@ def create_app(model, meta: dict, test: tuple[np.ndarray, np.ndarray] | None = N
         """Send a PNG (or any image/* Pillow reads) as the body or as the multipart field
         `file`: it is preprocessed like an MNIST digit (any polarity, size and position).
         Or send JSON `{"pixels": 28x28}`: the network input itself, used as is.
-        Bodies are limited to 5 MB and images to 40 megapixels."""
+        Bodies are limited to 5 MB and images to 16 megapixels (refused from their header)."""
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype == "application/json":
             body = await request.body()
@@ -323,15 +372,20 @@ def create_app(model, meta: dict, test: tuple[np.ndarray, np.ndarray] | None = N
         image = await run_in_threadpool(predictor.preprocess, data)
         return await run_in_threadpool(predictor.predict, image)
 
-    @app.get("/api/gallery", response_model=Gallery, responses=ERRORS, summary="Test images")
+    @app.get("/api/gallery", response_model=Gallery, responses=_errors(404, 422),
+             summary="Test images")
     async def gallery(kind: str = Query("random", pattern="^(random|misclassified|class)$",
-                                        description="random | misclassified | class"),
+                                        description="random | misclassified | class "
+                                                    "(class needs `digit`: 422 without it)"),
                       digit: int | None = Query(None, ge=0, le=9,
-                                                description="true class (kind=class; optional "
-                                                            "filter for misclassified)"),
+                                                description="true class: required with "
+                                                            "kind=class; optional filter for "
+                                                            "the others"),
                       count: int = Query(24, ge=1, le=GALLERY_MAX),
-                      seed: int | None = Query(None, description="for a repeatable draw")):
-        """A random sample of test images, all of a class, or the misclassified ones."""
+                      seed: int | None = Query(None, ge=0,
+                                               description="for a repeatable draw")):
+        """A random sample of test images, all of a class, or the misclassified ones.
+        404 when the server has no test set; 422 for kind=class without a digit."""
         p = predictor
         if p.x_test is None:
             raise HTTPException(404, "no test set loaded: the gallery is off")
@@ -350,10 +404,11 @@ def create_app(model, meta: dict, test: tuple[np.ndarray, np.ndarray] | None = N
                    "pixels": p.x_test[i].tolist()} for i in chosen]
         return {"kind": kind, "total": int(indices.size), "images": images}
 
-    @app.get("/api/test-images/{index}", response_model=Prediction, responses=ERRORS,
+    @app.get("/api/test-images/{index}", response_model=Prediction, responses=_errors(404, 422),
              summary="Classify a test image")
     async def test_image(index: int):
-        """The prediction for test image `index`, with its true label."""
+        """The prediction for test image `index`, with its true label. 404 when there is no
+        such image (see /api/model's test_images) or no test set."""
         p = predictor
         if p.x_test is None:
             raise HTTPException(404, "no test set loaded")
@@ -488,7 +543,6 @@ def command(model, host, port, data_dir):
     name; left out, the default shipped model)."""
     from .extras import require
     require("web", "serve")
-    import uvicorn
 
     from .. import data
     from .cli import Failure, _load_model
@@ -513,7 +567,6 @@ def command(model, host, port, data_dir):
                f"(API docs at /docs; Ctrl-C stops)")
     import sys
     sys.stdout.flush()
-    config = uvicorn.Config(app, log_level="warning", timeout_keep_alive=5,
-                            limit_concurrency=64, server_header=False)
-    uvicorn.Server(config).run(sockets=[sock])
+    from .serving import uvicorn_server
+    uvicorn_server(app, max_body=MAX_BODY).run(sockets=[sock])
     return 0
