@@ -211,6 +211,8 @@ class NetClassifier(ClassifierMixin, BaseEstimator):
         if isinstance(X, np.ndarray) and X.ndim >= 3:
             X = X.reshape(len(X), -1)
         dtype = None if getattr(X, "dtype", None) == np.uint8 else np.float32
+        if reset:
+            self._input_dtype = "uint8" if dtype is None else "float32"
         if y is None:
             return validate_data(self, X, reset=reset, dtype=dtype), None
         return validate_data(self, X, y, reset=reset, dtype=dtype)
@@ -286,6 +288,7 @@ class NetClassifier(ClassifierMixin, BaseEstimator):
         classes = self.classes_
         kind = "str" if classes.dtype.kind in "USO" else classes.dtype.str
         return {"params": _jsonable(self.get_params()), "classes": classes.tolist(),
+                "input": getattr(self, "_input_dtype", "float32"),
                 "classes_dtype": kind, "n_features_in": int(self.n_features_in_),
                 "feature_names_in": list(getattr(self, "feature_names_in_", [])) or None}
 
@@ -308,6 +311,7 @@ class NetClassifier(ClassifierMixin, BaseEstimator):
             est.classes_ = np.asarray(description["classes"],
                                       dtype=None if kind == "str" else np.dtype(kind))
             est.n_features_in_ = description["n_features_in"]
+            est._input_dtype = description.get("input", "float32")
             if description.get("feature_names_in"):
                 est.feature_names_in_ = np.asarray(description["feature_names_in"], dtype=object)
         est.model_ = model.eval()
