@@ -255,6 +255,12 @@ def _epoch_loop(model, loss, optimizer, x, y, epochs, batch_size, validation, ca
             correct += batch_correct
             for cb in callbacks:
                 cb.on_batch_end(b, {"loss": batch_loss, "batch": b, "batches": n_batches})
+        # The last step of an epoch can overflow the weights with every loss still finite;
+        # caught here, before callbacks would checkpoint them as "the last good" epoch.
+        if not all(np.isfinite(p.data).all() for p in model.parameters()):
+            raise TrainingDiverged(
+                f"the weights became infinite or NaN at the end of epoch {epoch + 1}; lower "
+                f"the learning rate (now {optimizer.lr:g}) or clip gradients")
         logs = {"epoch": epoch + 1, "loss": sum_loss / n, "accuracy": correct / n,
                 "lr": optimizer.lr}
         if validation is not None:

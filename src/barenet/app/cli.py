@@ -133,18 +133,12 @@ def train(config_file, dataset, epochs, batch_size, lr, seed, overrides, data_di
           seeds, quiet, live):
     """Train a network and write a run directory (model, config, history, metrics)."""
     from ..config import load_config
-    from ..training import TrainingDiverged
-    from . import runs
-    from .progress import ProgressPrinter
-    from .runs import CHECKPOINT_FILE, train_run
 
     if resume:
         if config_file or overrides or out or seeds > 1:
             raise Failure("--resume continues a run as configured; "
                           "drop --config/--set/--out/--seeds")
-        out_dir = Path(resume)
-        config = _resumed_config(out_dir, {"--dataset": dataset, "--batch-size": batch_size,
-                                           "--lr": lr, "--seed": seed}, epochs)
+        out_dir, config = Path(resume), None
     else:
         sets = list(overrides)
         for key, value in (("data.dataset", dataset and f'"{dataset}"'),
@@ -154,27 +148,104 @@ def train(config_file, dataset, epochs, batch_size, lr, seed, overrides, data_di
                 sets.append(f"{key}={value}")
         config = load_config(config_file, sets)
         out_dir = Path(out) if out else _default_out(config.data.dataset)
-    url = _start_dashboard(out_dir if seeds > 1 else out_dir.parent) if live else None
+    with _signals_as_interrupts():
+        try:
+            return _train(config, out_dir, resume, seeds, data_dir, quiet, live,
+                          {"--dataset": dataset, "--batch-size": batch_size, "--lr": lr,
+                           "--seed": seed}, epochs)
+        except KeyboardInterrupt as exc:
+            return _interrupted(exc, out_dir, seeds)
+
+
+# SIGTERM (kill, a scheduler's stop) and SIGHUP (the terminal closed) stop a run like Ctrl-C:
+# the checkpoint of the last finished epoch stays, one line says how to resume. The exit code
+# is the shell's 128 + signal: 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP.
+class _Stopped(KeyboardInterrupt):
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _signals_as_interrupts():
+    import contextlib
+    import signal
+    import threading
+
+    @contextlib.contextmanager
+    def installed():
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        wanted = [signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+
+        def stop(signum, frame):
+            for s in wanted:               # a second signal must not break the cleanup
+                signal.signal(s, signal.SIG_IGN)
+            raise _Stopped(signum)
+
+        before = {s: signal.signal(s, stop) for s in wanted}
+        try:
+            yield
+        finally:
+            for s, handler in before.items():
+                signal.signal(s, handler)
+
+    return installed()
+
+
+def _interrupted(exc: KeyboardInterrupt, out_dir: Path, seeds: int) -> int:
+    """The one line after Ctrl-C / SIGTERM / SIGHUP: what is left of the run, what next."""
+    import signal
+
+    from .runs import CHECKPOINT_FILE, started_run
+    if isinstance(exc, _Stopped):
+        what, code = f"stopped by {signal.Signals(exc.signum).name}", 128 + exc.signum
+    else:
+        what, code = "interrupted", EXIT_INTERRUPTED
     if seeds > 1:
-        return _linger(url, _train_seeds(config, out_dir, seeds, data_dir, quiet))
-    callbacks = [] if quiet else [ProgressPrinter(config.training.epochs)]
-    if not quiet:
-        click.echo(f"run directory: {out_dir}", err=True)
-    try:
-        metrics = train_run(config, out_dir, data_dir=data_dir, callbacks=callbacks,
-                            progress=None if not quiet else False, resume=bool(resume),
-                            report=False)
-    except TrainingDiverged as exc:
-        raise Failure(f"training stopped: {exc}; the last good checkpoint is "
-                      f"{out_dir / CHECKPOINT_FILE}", EXIT_FAIL) from None
-    except KeyboardInterrupt:
-        click.echo(f"\ninterrupted; the checkpoint of the last finished epoch is in {out_dir}; "
+        done = len(list(out_dir.glob("seed-*/model.safetensors")))
+        click.echo(f"\n{what}; {done} of the {seeds} runs in {out_dir} had finished", err=True)
+    elif (out_dir / CHECKPOINT_FILE).is_file():
+        click.echo(f"\n{what}; the checkpoint of the last finished epoch is in {out_dir}; "
                    f"continue with: barenet train --resume {out_dir}", err=True)
-        return EXIT_INTERRUPTED
-    click.echo(f"test accuracy {metrics['test_accuracy']:.4f}  test loss "
-               f"{metrics['test_loss']:.4f}  ({metrics['train_seconds_total']:.1f} s training)")
-    click.echo(f"saved {out_dir}/model.safetensors, config.json, history.json, metrics.json")
-    report = runs._write_report(out_dir)
+    elif started_run(out_dir):
+        click.echo(f"\n{what} before its first epoch finished; barenet train --resume "
+                   f"{out_dir} starts it again", err=True)
+    else:
+        click.echo(f"\n{what} before the first epoch finished; nothing was kept", err=True)
+    return code
+
+
+def _train(config, out_dir: Path, resume, seeds: int, data_dir, quiet: bool, live: bool,
+           asked: dict, epochs) -> int:
+    """train, with the run directory claimed (locked) from before its config is read."""
+    from ..training import TrainingDiverged
+    from . import runs
+    from .progress import ProgressPrinter
+
+    url = _start_dashboard(out_dir if seeds > 1 else out_dir.parent) if live else None
+    try:
+        if seeds > 1:
+            return _linger(url, _train_seeds(config, out_dir, seeds, data_dir, quiet))
+        with runs.claim(out_dir, resume=bool(resume)):
+            if resume:
+                config = _resumed_config(out_dir, asked, epochs)
+            callbacks = [] if quiet else [ProgressPrinter(config.training.epochs)]
+            if not quiet:
+                click.echo(f"run directory: {out_dir}", err=True)
+            metrics = runs.train_run(config, out_dir, data_dir=data_dir, callbacks=callbacks,
+                                     progress=None if not quiet else False,
+                                     resume=bool(resume), report=False)
+            click.echo(f"test accuracy {metrics['test_accuracy']:.4f}  test loss "
+                       f"{metrics['test_loss']:.4f}  ({metrics['train_seconds_total']:.1f} s "
+                       f"training)")
+            click.echo(f"saved {out_dir}/model.safetensors, config.json, history.json, "
+                       f"metrics.json")
+            report = runs._write_report(out_dir)
+    except TrainingDiverged as exc:
+        raise Failure(f"training stopped: {exc}", EXIT_FAIL) from None
+    except runs.RunFailure as exc:
+        raise Failure(one_line(exc), EXIT_FAIL) from None
     if report is not None:
         click.echo(f"report: {report}")
     return _linger(url, EXIT_OK)
@@ -219,7 +290,7 @@ def _resumed_config(run: Path, asked: dict, epochs: int | None):
     rates so far would not be those of a run of the new length)."""
     from ..config import replace
     from ..serialize import load_arrays
-    from .runs import CHECKPOINT_FILE, RunError, load_run_config
+    from .runs import CHECKPOINT_FILE, load_run_config
 
     config = load_run_config(run)
     for option, value in asked.items():
@@ -230,10 +301,9 @@ def _resumed_config(run: Path, asked: dict, epochs: int | None):
                           f"{current}; train a new run (another --out) to change it")
     if epochs is None or epochs == config.training.epochs:
         return config
-    checkpoint = run / CHECKPOINT_FILE
-    if not checkpoint.is_file():
-        raise RunError(f"{run}: no {CHECKPOINT_FILE} to resume from")
-    done = int((load_arrays(checkpoint)[1].get("checkpoint") or {}).get("epoch", 0))
+    checkpoint = run / CHECKPOINT_FILE           # none: stopped before its first epoch ended
+    done = (int((load_arrays(checkpoint)[1].get("checkpoint") or {}).get("epoch", 0))
+            if checkpoint.is_file() else 0)
     if epochs < done:
         raise Failure(f"--epochs {epochs}: the run has already trained {done} epochs")
     schedule = config.schedule.name
@@ -245,34 +315,35 @@ def _resumed_config(run: Path, asked: dict, epochs: int | None):
 
 
 def _train_seeds(config, out_dir: Path, seeds: int, data_dir, quiet: bool) -> int:
-    """Train seeds seed..seed+n-1 into out_dir/seed-K; report test accuracy mean +- std."""
+    """Train seeds seed..seed+n-1 into out_dir/seed-K; report test accuracy mean +- std.
+    out_dir is claimed for the whole: refused when in use or holding anything already."""
     import statistics
 
     from ..config import replace
     from .progress import ProgressPrinter
-    from .runs import RunError, train_run, write_json
+    from .runs import claim, train_run, write_json
 
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise RunError(f"{out_dir} is not empty; choose another --out for a multi-seed run")
     first = config.training.seed
     results = []
-    for k in range(first, first + seeds):
-        run_config = replace(config, "training", seed=k)
-        run_dir = out_dir / f"seed-{k}"
-        if not quiet:
-            click.echo(f"seed {k}: {run_dir}", err=True)
-        callbacks = [] if quiet else [ProgressPrinter(config.training.epochs)]
-        metrics = train_run(run_config, run_dir, data_dir=data_dir, callbacks=callbacks,
-                            progress=None if not quiet else False)
-        results.append({"seed": k, "run": str(run_dir), "test_accuracy": metrics["test_accuracy"],
-                        "train_seconds": metrics["train_seconds_total"]})
-        click.echo(f"seed {k}: test accuracy {metrics['test_accuracy']:.4f} "
-                   f"({metrics['train_seconds_total']:.1f} s training)")
-    accuracies = [r["test_accuracy"] for r in results]
-    mean, std = statistics.mean(accuracies), statistics.stdev(accuracies)
-    summary = {"seeds": results, "test_accuracy_mean": mean, "test_accuracy_std": std,
-               "train_seconds_mean": statistics.mean(r["train_seconds"] for r in results)}
-    write_json(out_dir / "seeds.json", summary)
+    with claim(out_dir):
+        for k in range(first, first + seeds):
+            run_config = replace(config, "training", seed=k)
+            run_dir = out_dir / f"seed-{k}"
+            if not quiet:
+                click.echo(f"seed {k}: {run_dir}", err=True)
+            callbacks = [] if quiet else [ProgressPrinter(config.training.epochs)]
+            metrics = train_run(run_config, run_dir, data_dir=data_dir, callbacks=callbacks,
+                                progress=None if not quiet else False)
+            results.append({"seed": k, "run": str(run_dir),
+                            "test_accuracy": metrics["test_accuracy"],
+                            "train_seconds": metrics["train_seconds_total"]})
+            click.echo(f"seed {k}: test accuracy {metrics['test_accuracy']:.4f} "
+                       f"({metrics['train_seconds_total']:.1f} s training)")
+        accuracies = [r["test_accuracy"] for r in results]
+        mean, std = statistics.mean(accuracies), statistics.stdev(accuracies)
+        summary = {"seeds": results, "test_accuracy_mean": mean, "test_accuracy_std": std,
+                   "train_seconds_mean": statistics.mean(r["train_seconds"] for r in results)}
+        write_json(out_dir / "seeds.json", summary)
     click.echo(f"test accuracy over {seeds} seeds: {mean:.4f} ± {std:.4f} (sample std); "
                f"summary in {out_dir / 'seeds.json'}")
     return EXIT_OK

@@ -9,6 +9,7 @@ trains, history.json grows every epoch and progress.json says where the epoch is
 
 from __future__ import annotations
 
+import errno
 import json
 import platform
 import time
@@ -40,19 +41,23 @@ from ..training import (
     Callback,
     EarlyStopping,
     History,
+    TrainingDiverged,
     TrainState,
     evaluate,
     fit,
     split_validation,
 )
 from .progress import HISTORY_FILE, PROGRESS_FILE, LiveFiles
-
-MODEL_FILE = "model.safetensors"
-CHECKPOINT_FILE = "checkpoint.safetensors"
-
-
-class RunError(ValueError):
-    """A problem with a run directory the user named; one line."""
+from .rundir import (  # noqa: F401 - RunError and friends are used as runs.RunError
+    CHECKPOINT_FILE,
+    MODEL_FILE,
+    RunBusy,
+    RunDirectory,
+    RunError,
+    RunFailure,
+    claim,
+    started_run,
+)
 
 
 def write_json(path: Path, obj) -> None:
@@ -90,16 +95,72 @@ def save_checkpoint(path: Path, state: TrainState, config: Config) -> None:
 
 
 class Checkpoint(Callback):
-    """Rewrites the checkpoint file atomically at the end of every epoch."""
+    """Rewrites the checkpoint file atomically at the end of every epoch. A write that fails
+    (disk full) leaves the previous checkpoint as it was and ends the run with one line."""
 
-    def __init__(self, path: Path, config: Config):
-        self.path, self.config = path, config
+    def __init__(self, path: Path, config: Config, run: RunDirectory | None = None):
+        self.path, self.config, self.run = path, config, run
+        self.epoch: int | None = None                 # epoch of the checkpoint on disk
 
     def on_train_begin(self, state):
         self.state = state
 
     def on_epoch_end(self, epoch, logs):
-        save_checkpoint(self.path, self.state, self.config)
+        try:
+            save_checkpoint(self.path, self.state, self.config)
+        except OSError as exc:
+            raise _write_failed(exc, self.path, self) from None
+        self.epoch = self.state.epoch
+        if self.run is not None:
+            self.run.keep = True                       # from now on the directory is a run
+
+
+def _write_failed(exc: OSError, path: Path, checkpoint: Checkpoint) -> Exception:
+    """One line for a run file that could not be written, saying what is left and what next."""
+    out = path.parent
+    if checkpoint.epoch is not None:
+        left = (f"the checkpoint of epoch {checkpoint.epoch} in {out} is intact; free some "
+                f"space, then continue with: barenet train --resume {out}")
+    elif checkpoint.run is not None and checkpoint.run.resume:
+        left = f"{out} is as it was; free some space, then: barenet train --resume {out}"
+    else:
+        left = "no epoch had finished, so nothing was kept; free some space and run it again"
+    reason = exc.strerror or type(exc).__name__
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return RunFailure(f"{path}: the disk is full; {left}")
+    if isinstance(exc, PermissionError) or exc.errno == errno.EROFS:
+        return RunError(f"{path}: cannot write it ({reason}); {left}")
+    return RunFailure(f"{path}: cannot write it ({reason}); {left}")
+
+
+def _flat(table: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def check_same_config(config: Config, saved: dict, checkpoint: Path) -> None:
+    """--resume trains what the checkpoint holds: a config.json edited since (another
+    architecture, optimizer, rate...) is refused, naming the first differences. Only
+    training.epochs may differ (`--resume --epochs N` extends a run)."""
+    try:
+        saved = from_dict(saved).to_dict()           # the same defaults on both sides
+    except Exception:                                 # noqa: BLE001 - compared as it is
+        pass
+    now, then = _flat(config.to_dict()), _flat(saved)
+    differ = [k for k in sorted(now.keys() | then.keys())
+              if k != "training.epochs" and now.get(k) != then.get(k)]
+    if differ:
+        shown = "; ".join(f"{k} = {json.dumps(now.get(k))} there, {json.dumps(then.get(k))} "
+                          f"in the checkpoint" for k in differ[:3])
+        more = f" (and {len(differ) - 3} more)" if len(differ) > 3 else ""
+        raise RunError(f"{checkpoint.parent / 'config.json'} was changed after the run "
+                       f"started: {shown}{more}; a resumed run continues the checkpoint's "
+                       f"configuration: put config.json back, or train a new run")
 
 
 class Prepared:
@@ -123,49 +184,61 @@ class Prepared:
         self.state = TrainState(self.model, self.optimizer, shuffle_rng, History(),
                                 plateau=plateau)
 
-    def restore(self, checkpoint: Path) -> None:
-        arrays, meta = load_arrays(checkpoint)
+    def restore(self, checkpoint: Path, saved=None) -> None:
+        """The training state of `checkpoint` ((arrays, meta) when already read)."""
+        arrays, meta = saved if saved is not None else load_arrays(checkpoint)
         ck = meta.get("checkpoint")
         if not ck:
             raise RunError(f"{checkpoint}: not a checkpoint (no training state in it)")
         opt = {k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith("optimizer.")}
-        self.model.load_state_arrays({k: v for k, v in arrays.items()
-                                      if not k.startswith("optimizer.")})
-        self.optimizer.load_state_dict(opt, ck["optimizer"])
-        self.state.rng.bit_generator.state = ck["shuffle_rng"]
-        for g, s in zip(_dropout_rngs(self.model), ck["dropout_rngs"]):
-            g.bit_generator.state = s
-        if self.state.plateau is not None and ck.get("plateau"):
-            self.state.plateau.load_state(ck["plateau"])
-        self.state.epoch = int(ck["epoch"])
-        self.state.base_lr = float(ck["base_lr"])
+        try:
+            self.model.load_state_arrays({k: v for k, v in arrays.items()
+                                          if not k.startswith("optimizer.")})
+            self.optimizer.load_state_dict(opt, ck["optimizer"])
+            self.state.rng.bit_generator.state = ck["shuffle_rng"]
+            for g, s in zip(_dropout_rngs(self.model), ck["dropout_rngs"]):
+                g.bit_generator.state = s
+            if self.state.plateau is not None and ck.get("plateau"):
+                self.state.plateau.load_state(ck["plateau"])
+            self.state.epoch = int(ck["epoch"])
+            self.state.base_lr = float(ck["base_lr"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RunError(f"{checkpoint}: does not match the run's config.json "
+                           f"({type(exc).__name__}: {exc}); was config.json edited?") from None
         self.state.history = History(meta.get("history", []))
 
 
 def train_run(config: Config, out: Path, *, data_dir=None, callbacks=(), progress=None,
               resume: bool = False, report: bool = True) -> dict:
-    """Train (or resume) the run in `out`; writes the run directory; returns metrics."""
-    out = Path(out)
-    checkpoint = out / CHECKPOINT_FILE
-    if resume:
-        if not checkpoint.is_file():
-            raise RunError(f"{out}: no {CHECKPOINT_FILE} to resume from")
-    else:
-        if out.exists() and not out.is_dir():
-            raise RunError(f"--out {out} is a file, not a directory")
-        if (out / MODEL_FILE).exists() or checkpoint.exists():
-            raise RunError(f"{out} already holds a run; choose another --out, or resume it "
-                           f"with `barenet train --resume {out}`")
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "config.json", {**config.to_dict(), "barenet_version": __version__})
+    """Train (or resume) the run in `out`; writes the run directory; returns metrics.
 
+    The directory is claimed (locked, checked) before anything is read or written; a new run
+    that fails before its first checkpoint leaves nothing behind (rundir.RunDirectory).
+    """
+    with claim(Path(out), resume=resume) as run_dir:
+        return _train(config, run_dir, data_dir, callbacks, progress, report)
+
+
+def _train(config: Config, run_dir: RunDirectory, data_dir, callbacks, progress,
+           report: bool) -> dict:
+    out = run_dir.path
+    checkpoint = Checkpoint(out / CHECKPOINT_FILE, config, run_dir)
+    saved = None
+    if run_dir.resume and checkpoint.path.is_file():
+        # Read and compared before any data is loaded or anything written.
+        saved = load_arrays(checkpoint.path)
+        check_same_config(config, saved[1].get("config") or {}, checkpoint.path)
+        checkpoint.epoch = int((saved[1].get("checkpoint") or {}).get("epoch", 0))
+    # Data and model are built before config.json is written: a run that cannot start
+    # (data unavailable, model too big, a bad value found late) leaves nothing behind.
     run = Prepared(config, data_dir, progress)
-    if resume:
-        run.restore(checkpoint)
-        # `train --resume --epochs N` may have extended the run: the directory says so.
-        write_json(out / "config.json", {**config.to_dict(), "barenet_version": __version__})
+    if saved is not None:
+        run.restore(checkpoint.path, saved)
+    # On resume too: `train --resume --epochs N` may have extended the run.
+    _write(out / "config.json", {**config.to_dict(), "barenet_version": __version__},
+           checkpoint)
     live = LiveFiles(out, config.training.epochs)
-    cbs = [Checkpoint(checkpoint, config), live, *callbacks]
+    cbs = [checkpoint, live, *callbacks]
     early = None
     if config.training.early_stopping and run.validation is not None:
         early = EarlyStopping(run.model, "val_accuracy", config.training.early_stopping)
@@ -178,11 +251,14 @@ def train_run(config: Config, out: Path, *, data_dir=None, callbacks=(), progres
                       epochs=t.epochs, batch_size=batch_size, validation=run.validation,
                       callbacks=cbs, schedule=run.schedule, state=run.state,
                       augment=run.augment)
+    except TrainingDiverged as exc:
+        live.stopped(str(exc))
+        raise TrainingDiverged(f"{exc}; {_diverged_note(checkpoint)}") from None
     except BaseException as exc:
         live.stopped("interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc))
         raise
     train_time = time.perf_counter() - start
-    write_json(out / HISTORY_FILE, history.rows)
+    _write(out / HISTORY_FILE, history.rows, checkpoint)
 
     start = time.perf_counter()
     test = evaluate(run.model, run.x_test, run.y_test, loss=run.loss)
@@ -205,13 +281,31 @@ def train_run(config: Config, out: Path, *, data_dir=None, callbacks=(), progres
     if history.rows and "val_accuracy" in history.rows[-1]:
         metrics["val_accuracy"] = history.rows[-1]["val_accuracy"]
         metrics["best_val_accuracy"] = max(r["val_accuracy"] for r in history.rows)
-    write_json(out / "metrics.json", metrics)
-    save_model(out / MODEL_FILE, run.model, config=config.to_dict(), history=history.rows,
-               metrics={k: metrics[k] for k in ("test_accuracy", "test_loss", "dataset")})
+    _write(out / "metrics.json", metrics, checkpoint)
+    try:
+        save_model(out / MODEL_FILE, run.model, config=config.to_dict(), history=history.rows,
+                   metrics={k: metrics[k] for k in ("test_accuracy", "test_loss", "dataset")})
+    except OSError as exc:
+        raise _write_failed(exc, out / MODEL_FILE, checkpoint) from None
+    run_dir.keep = True
     (out / PROGRESS_FILE).unlink(missing_ok=True)
     if report:
         _write_report(out)
     return metrics
+
+
+def _write(path: Path, obj, checkpoint: Checkpoint) -> None:
+    try:
+        write_json(path, obj)
+    except OSError as exc:
+        raise _write_failed(exc, path, checkpoint) from None
+
+
+def _diverged_note(checkpoint: Checkpoint) -> str:
+    if checkpoint.epoch:
+        return (f"the last good checkpoint is {checkpoint.path} (epoch {checkpoint.epoch}); "
+                f"resuming it would repeat the same steps: train a new run instead")
+    return "no epoch had finished, so no checkpoint was written and nothing was kept"
 
 
 def _write_report(out: Path) -> Path | None:
