@@ -222,6 +222,10 @@ class NetClassifier(ClassifierMixin, BaseEstimator):
         self._seed = int(check_random_state(self.random_state).randint(2 ** 31 - 1))
         rng = np.random.default_rng(self._seed)
         self.model_ = self._build_model(n_features, len(self.classes_), rng)
+        # Each dropout layer draws from its own stream (mlp() hands them the init rng), so a
+        # pickled estimator restores every stream and continues exactly.
+        for i, layer in enumerate(_random_layers(self.model_)):
+            layer.rng = np.random.default_rng([self._seed, i + 1])
         self._state = TrainState(self.model_, self._build_optimizer(), rng, History())
         self.loss_curve_, self.history_, self.n_iter_ = [], {}, 0
 
@@ -277,6 +281,7 @@ class NetClassifier(ClassifierMixin, BaseEstimator):
         if self.verbose:
             callbacks = [*callbacks, _Printer()]
         state = self._state
+        state.base_lr = state.optimizer.lr = float(self.lr)    # partial_fit: constant rate
         fit(self.model_, softmax_cross_entropy, state.optimizer, x, labels, epochs=epochs,
             batch_size=int(self.batch_size), validation=validation, callbacks=callbacks,
             schedule=schedule, state=state, augment=self._augmenter())
