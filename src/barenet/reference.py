@@ -12,25 +12,28 @@ import math
 
 import numpy as np
 
+Array = np.ndarray
+Pair = int | tuple[int, int]        # an int n means (n, n)
 
-def _pair(v) -> tuple[int, int]:
+
+def _pair(v: Pair) -> tuple[int, int]:
     return (int(v), int(v)) if np.isscalar(v) else (int(v[0]), int(v[1]))
 
 
-def _pad(x: np.ndarray, padding, fill: float = 0.0) -> np.ndarray:
+def _pad(x: Array, padding: Pair, fill: float = 0.0) -> Array:
     """(N, C, H, W) -> (N, C, H + 2 ph, W + 2 pw), the border set to `fill`."""
     ph, pw = _pair(padding)
     return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=fill)
 
 
-def _unpad(xp: np.ndarray, padding) -> np.ndarray:
+def _unpad(xp: Array, padding: Pair) -> Array:
     ph, pw = _pair(padding)
     return xp[:, :, ph:xp.shape[2] - ph, pw:xp.shape[3] - pw]
 
 
 # Dense and activations
 
-def dense_forward(x: np.ndarray, W: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+def dense_forward(x: Array, W: Array, b: Array | None) -> Array:
     """y[n] = x[n] @ W + b, one row at a time.  x (N, D_in), W (D_in, D_out) -> y (N, D_out)."""
     y = np.zeros((x.shape[0], W.shape[1]), dtype=x.dtype)
     for n in range(x.shape[0]):
@@ -38,7 +41,7 @@ def dense_forward(x: np.ndarray, W: np.ndarray, b: np.ndarray | None) -> np.ndar
     return y
 
 
-def dense_backward(grad_out: np.ndarray, x: np.ndarray, W: np.ndarray):
+def dense_backward(grad_out: Array, x: Array, W: Array) -> tuple[Array, Array, Array]:
     """grad_out (N, D_out) -> dx (N, D_in), dW (D_in, D_out), db (D_out,).
 
     Each row n used W once, so it adds its own outer product x[n] g[n]^T to dW.
@@ -74,7 +77,7 @@ ACTIVATIONS = {
 }
 
 
-def softmax_backward(grad_out: np.ndarray, y: np.ndarray) -> np.ndarray:
+def softmax_backward(grad_out: Array, y: Array) -> Array:
     """Through the full Jacobian of each row, dy_k/dx_j = y_k (delta_kj - y_j): (N, K) -> (N, K)."""
     dx = np.zeros_like(grad_out)
     for n in range(len(y)):
@@ -85,7 +88,8 @@ def softmax_backward(grad_out: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 # Convolution and pooling, on (N, C, H, W) arrays
 
-def conv2d_forward(x, W, b, stride=1, padding=0):
+def conv2d_forward(x: Array, W: Array, b: Array | None, stride: Pair = 1,
+                   padding: Pair = 0) -> Array:
     """Cross-correlation, one output pixel at a time.
 
     x (N, C_in, H, W), W (C_out, C_in, kh, kw), b (C_out,) or None
@@ -101,7 +105,8 @@ def conv2d_forward(x, W, b, stride=1, padding=0):
     return y
 
 
-def conv2d_backward(grad_out, x, W, stride=1, padding=0):
+def conv2d_backward(grad_out: Array, x: Array, W: Array, stride: Pair = 1,
+                    padding: Pair = 0) -> tuple[Array, Array, Array]:
     """grad_out (N, C_out, Ho, Wo) -> dx (N, C_in, H, W), dW (C_out, C_in, kh, kw), db (C_out,).
 
     Output pixel (n, o, r, c) read one window of x, weighted by W[o]: it sends its gradient
@@ -126,7 +131,8 @@ def _pool_geometry(x, kernel_size, stride, padding):
     return (kh, kw), (sh, sw), ((h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1)
 
 
-def maxpool2d_forward(x, kernel_size, stride=None, padding=0):
+def maxpool2d_forward(x: Array, kernel_size: Pair, stride: Pair | None = None,
+                      padding: Pair = 0) -> Array:
     """Max over each window: (N, C, H, W) -> (N, C, Ho, Wo); padding counts as -inf."""
     (kh, kw), (sh, sw), (ho, wo) = _pool_geometry(x, kernel_size, stride, padding)
     xp = _pad(x, padding, -np.inf)
@@ -136,7 +142,8 @@ def maxpool2d_forward(x, kernel_size, stride=None, padding=0):
     return y
 
 
-def maxpool2d_backward(grad_out, x, kernel_size, stride=None, padding=0):
+def maxpool2d_backward(grad_out: Array, x: Array, kernel_size: Pair, stride: Pair | None = None,
+                       padding: Pair = 0) -> Array:
     """Each window's gradient goes to its maximum; on ties, to the first in row-major order
     (what np.argmax returns, and what MaxPool2D does). (N, C, Ho, Wo) -> (N, C, H, W)."""
     (kh, kw), (sh, sw), _ = _pool_geometry(x, kernel_size, stride, padding)
@@ -149,7 +156,8 @@ def maxpool2d_backward(grad_out, x, kernel_size, stride=None, padding=0):
     return _unpad(dxp, padding)
 
 
-def avgpool2d_forward(x, kernel_size, stride=None, padding=0):
+def avgpool2d_forward(x: Array, kernel_size: Pair, stride: Pair | None = None,
+                      padding: Pair = 0) -> Array:
     """Mean over each window, zero padding counted (count_include_pad): -> (N, C, Ho, Wo)."""
     (kh, kw), (sh, sw), (ho, wo) = _pool_geometry(x, kernel_size, stride, padding)
     xp = _pad(x, padding)
@@ -159,7 +167,8 @@ def avgpool2d_forward(x, kernel_size, stride=None, padding=0):
     return y
 
 
-def avgpool2d_backward(grad_out, x, kernel_size, stride=None, padding=0):
+def avgpool2d_backward(grad_out: Array, x: Array, kernel_size: Pair, stride: Pair | None = None,
+                       padding: Pair = 0) -> Array:
     """Every element of a window gets 1/(kh kw) of its gradient. -> (N, C, H, W)."""
     (kh, kw), (sh, sw), _ = _pool_geometry(x, kernel_size, stride, padding)
     dxp = np.zeros_like(_pad(x, padding))
@@ -168,12 +177,12 @@ def avgpool2d_backward(grad_out, x, kernel_size, stride=None, padding=0):
     return _unpad(dxp, padding)
 
 
-def global_avgpool2d_forward(x):
+def global_avgpool2d_forward(x: Array) -> Array:
     """Mean of each feature map: (N, C, H, W) -> (N, C)."""
     return x.mean(axis=(2, 3))
 
 
-def global_avgpool2d_backward(grad_out, x):
+def global_avgpool2d_backward(grad_out: Array, x: Array) -> Array:
     """Each of the H W positions gets 1/(H W) of its map's gradient: (N, C) -> (N, C, H, W)."""
     h, w = x.shape[2:]
     return np.ones_like(x) * grad_out[:, :, None, None] / (h * w)
@@ -181,7 +190,7 @@ def global_avgpool2d_backward(grad_out, x):
 
 # Batch normalization
 
-def batchnorm_forward(x, gamma, beta, eps=1e-5):
+def batchnorm_forward(x: Array, gamma: Array, beta: Array, eps: float = 1e-5):
     """Train mode, statistics of this batch: x (N, D) -> y (N, D), cache for backward.
 
     One node of the computational graph per line; batchnorm_backward walks them in reverse.
@@ -198,7 +207,7 @@ def batchnorm_forward(x, gamma, beta, eps=1e-5):
     return y, (xhat, xmu, istd, std, gamma)
 
 
-def batchnorm_backward(grad_out, cache):
+def batchnorm_backward(grad_out: Array, cache) -> tuple[Array, Array, Array]:
     """grad_out (N, D) -> dx (N, D), dgamma (D,), dbeta (D,): the chain rule, node by node."""
     xhat, xmu, istd, std, gamma = cache
     N = grad_out.shape[0]
@@ -216,7 +225,8 @@ def batchnorm_backward(grad_out, cache):
     return dx, dgamma, dbeta
 
 
-def batchnorm_running_stats(running_mean, running_var, x, momentum=0.1):
+def batchnorm_running_stats(running_mean: Array, running_var: Array, x: Array,
+                            momentum: float = 0.1) -> tuple[Array, Array]:
     """New (running_mean, running_var) after a train batch x (N, D). PyTorch's convention:
     the running variance averages the unbiased batch variance (divisor N - 1)."""
     var_unbiased = x.var(axis=0, ddof=1)
@@ -224,36 +234,38 @@ def batchnorm_running_stats(running_mean, running_var, x, momentum=0.1):
             (1.0 - momentum) * running_var + momentum * var_unbiased)
 
 
-def batchnorm_eval_forward(x, gamma, beta, running_mean, running_var, eps=1e-5):
+def batchnorm_eval_forward(x: Array, gamma: Array, beta: Array, running_mean: Array,
+                           running_var: Array, eps: float = 1e-5) -> Array:
     """Eval mode, fixed statistics: an affine map per feature.  (N, D) -> (N, D)."""
     return gamma * (x - running_mean) / np.sqrt(running_var + eps) + beta
 
 
-def batchnorm_eval_backward(grad_out, x, gamma, running_mean, running_var, eps=1e-5):
+def batchnorm_eval_backward(grad_out: Array, x: Array, gamma: Array, running_mean: Array,
+                            running_var: Array, eps: float = 1e-5) -> tuple[Array, Array, Array]:
     """The running statistics do not depend on x. -> dx (N, D), dgamma (D,), dbeta (D,)."""
     xhat = (x - running_mean) / np.sqrt(running_var + eps)
     dx = grad_out * gamma / np.sqrt(running_var + eps)
     return dx, (grad_out * xhat).sum(axis=0), grad_out.sum(axis=0)
 
 
-def channels_as_rows(x):
+def channels_as_rows(x: Array) -> Array:
     """(N, C, H, W) -> (N H W, C): BatchNorm2d is BatchNorm1d with every position a row."""
     return x.transpose(0, 2, 3, 1).reshape(-1, x.shape[1])
 
 
-def rows_as_channels(rows, shape):
+def rows_as_channels(rows: Array, shape: tuple[int, ...]) -> Array:
     """(N H W, C) -> (N, C, H, W), the inverse of channels_as_rows."""
     n, c, h, w = shape
     return rows.reshape(n, h, w, c).transpose(0, 3, 1, 2)
 
 
-def batchnorm2d_forward(x, gamma, beta, eps=1e-5):
+def batchnorm2d_forward(x: Array, gamma: Array, beta: Array, eps: float = 1e-5):
     """Train mode per channel over (N, H, W): (N, C, H, W) -> y (N, C, H, W), cache."""
     y, cache = batchnorm_forward(channels_as_rows(x), gamma, beta, eps)
     return rows_as_channels(y, x.shape), cache
 
 
-def batchnorm2d_backward(grad_out, cache):
+def batchnorm2d_backward(grad_out: Array, cache) -> tuple[Array, Array, Array]:
     """(N, C, H, W) -> dx (N, C, H, W), dgamma (C,), dbeta (C,)."""
     dx, dgamma, dbeta = batchnorm_backward(channels_as_rows(grad_out), cache)
     return rows_as_channels(dx, grad_out.shape), dgamma, dbeta
@@ -261,7 +273,8 @@ def batchnorm2d_backward(grad_out, cache):
 
 # Losses
 
-def softmax_cross_entropy(logits, labels, label_smoothing=0.0):
+def softmax_cross_entropy(logits: Array, labels: Array,
+                          label_smoothing: float = 0.0) -> tuple[float, Array]:
     """logits (N, K), labels (N,) int -> (mean loss, dL/dlogits (N, K)), one row at a time.
 
     The target of a row is t = (1 - eps) onehot(label) + eps / K, eps = label_smoothing.
@@ -278,7 +291,7 @@ def softmax_cross_entropy(logits, labels, label_smoothing=0.0):
     return loss, grad
 
 
-def mean_squared_error(outputs, targets):
+def mean_squared_error(outputs: Array, targets: Array) -> tuple[float, Array]:
     """mean((o - t)^2) over all N K entries and its gradient 2 (o - t) / (N K)."""
     diff = outputs - targets
     return np.mean(diff**2), 2.0 * diff / diff.size
@@ -286,8 +299,9 @@ def mean_squared_error(outputs, targets):
 
 # Optimizers: one parameter array at a time, new arrays returned, t counts steps from 1
 
-def prepare_gradients(params, grads, *, weight_decay=0.0, clip_value=None, clip_norm=None,
-                      decoupled=False):
+def prepare_gradients(params: list[Array], grads: list[Array], *, weight_decay: float = 0.0,
+                      clip_value: float | None = None, clip_norm: float | None = None,
+                      decoupled: bool = False) -> list[Array]:
     """The gradients every barenet optimizer steps with, in this order: clip each entry to
     [-clip_value, clip_value]; rescale all together when their global norm exceeds
     clip_norm; add L2 decay weight_decay * p (unless decoupled: AdamW decays p itself)."""
@@ -302,7 +316,8 @@ def prepare_gradients(params, grads, *, weight_decay=0.0, clip_value=None, clip_
     return list(grads)
 
 
-def sgd_step(p, g, v, *, lr, momentum=0.0, nesterov=False):
+def sgd_step(p: Array, g: Array, v: Array, *, lr: float, momentum: float = 0.0,
+             nesterov: bool = False) -> tuple[Array, Array]:
     """PyTorch's SGD: v = momentum v + g, then p - lr v (Nesterov: p - lr (g + momentum v)).
     Returns (p, v)."""
     v = momentum * v + g
@@ -311,7 +326,8 @@ def sgd_step(p, g, v, *, lr, momentum=0.0, nesterov=False):
     return p - lr * (v if momentum else g), v
 
 
-def rmsprop_step(p, g, s, buf, *, lr, alpha=0.99, eps=1e-8, momentum=0.0):
+def rmsprop_step(p: Array, g: Array, s: Array, buf: Array, *, lr: float, alpha: float = 0.99,
+                 eps: float = 1e-8, momentum: float = 0.0) -> tuple[Array, Array, Array]:
     """s = alpha s + (1 - alpha) g^2; step g / (sqrt(s) + eps), through a momentum buffer
     if momentum. Returns (p, s, buf)."""
     s = alpha * s + (1.0 - alpha) * g**2
@@ -322,7 +338,8 @@ def rmsprop_step(p, g, s, buf, *, lr, alpha=0.99, eps=1e-8, momentum=0.0):
     return p - lr * step, s, buf
 
 
-def adam_step(p, g, m, v, t, *, lr, beta1=0.9, beta2=0.999, eps=1e-8):
+def adam_step(p: Array, g: Array, m: Array, v: Array, t: int, *, lr: float, beta1: float = 0.9,
+              beta2: float = 0.999, eps: float = 1e-8) -> tuple[Array, Array, Array]:
     """Adam (Kingma & Ba 2015, Algorithm 1), bias correction written out. Returns (p, m, v)."""
     m = beta1 * m + (1.0 - beta1) * g
     v = beta2 * v + (1.0 - beta2) * g**2
@@ -331,7 +348,8 @@ def adam_step(p, g, m, v, t, *, lr, beta1=0.9, beta2=0.999, eps=1e-8):
     return p - lr * m_hat / (np.sqrt(v_hat) + eps), m, v
 
 
-def adamw_step(p, g, m, v, t, *, lr, weight_decay=0.01, **adam):
+def adamw_step(p: Array, g: Array, m: Array, v: Array, t: int, *, lr: float,
+               weight_decay: float = 0.01, **adam) -> tuple[Array, Array, Array]:
     """AdamW (Loshchilov & Hutter 2019): shrink p by lr * weight_decay, then the Adam step
     with a gradient that holds no decay term. Returns (p, m, v)."""
     return adam_step(p * (1.0 - lr * weight_decay), g, m, v, t, lr=lr, **adam)
