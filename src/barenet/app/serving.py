@@ -110,9 +110,9 @@ class Admission:
     """
 
     def __init__(self, app, *, limit: int = MAX_IN_FLIGHT, max_body: int = 16 * 1024 * 1024,
-                 body_timeout: float = BODY_TIMEOUT):
+                 body_timeout: float | None = None):
         self.app, self.limit, self.max_body = app, limit, max_body
-        self.body_timeout = body_timeout
+        self.body_timeout = BODY_TIMEOUT if body_timeout is None else body_timeout
         self.at_work = 0
 
     async def __call__(self, scope, receive, send):
