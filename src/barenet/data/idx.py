@@ -4,6 +4,8 @@ Layout: 2 zero bytes, a type byte (0x08 = uint8), a byte giving the number of di
 then D big-endian uint32 sizes, then the values in C order.
 """
 
+import math
+
 import numpy as np
 
 UINT8 = 0x08
@@ -28,11 +30,13 @@ def parse_idx(data: bytes | bytearray | memoryview) -> np.ndarray:
     if n < header:
         raise ValueError(f"truncated: {n} bytes, the header of a {ndim}-D IDX file needs {header}")
     shape = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
-    expected = header + int(np.prod(shape, dtype=np.int64))
+    expected = header + math.prod(shape)        # exact: int64 would wrap on huge dims
     if n < expected:
         raise ValueError(f"truncated: {n} bytes, shape {shape} needs {expected}")
     if n > expected:
-        raise ValueError(f"{n - expected} trailing bytes after shape {shape} ({expected} bytes)")
+        extra = n - expected
+        raise ValueError(f"{extra} trailing byte{'' if extra == 1 else 's'} after shape "
+                         f"{shape} ({expected} bytes)")
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
 
 

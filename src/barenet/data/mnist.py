@@ -9,14 +9,13 @@ import hashlib
 import os
 import secrets
 import tempfile
-import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 
 from barenet.data import sources as src
-from barenet.data.errors import DataError
+from barenet.data.errors import CacheWriteWarning, CorruptCacheWarning, DataError, warn
 from barenet.data.idx import parse_idx
 
 __all__ = [
@@ -156,18 +155,39 @@ def _offline() -> bool:
     return os.environ.get("BARENET_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _problem(name: str, stem: str, data: bytes) -> str | None:
-    """Why `data` is not the pinned file `stem`, or None when it is."""
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _problem(name: str, stem: str, data: bytes, total: int | None = None) -> str | None:
+    """Why `data` is not the pinned file `stem`, or None when it is. `total` is the file's
+    real length where `data` holds only its first bytes (reads stop one byte past the size)."""
     digest, size = DIGESTS[name][stem]
-    if len(data) != size:
+    total = len(data) if total is None else total
+    if total > size:
+        extra = _plural(total - size, "byte")
+        try:
+            parse_idx(memoryview(data)[:size])
+        except ValueError:
+            return f"{total} bytes, expected {size}"
+        return f"{extra} too many: {total} bytes, expected {size} (data appended to the file?)"
+    if total < size:
         try:
             parse_idx(data)
         except ValueError as e:
             return f"{e} (expected {size} bytes)"
-        return f"{len(data)} bytes, expected {size}"
+        return f"{total} bytes, expected {size}"
     if hashlib.sha256(data).hexdigest() != digest:
         return "SHA-256 digest mismatch"
     return None
+
+
+def _verify(name: str, stem: str, path: Path, data: bytes) -> str | None:
+    """_problem of a file read from `path`, with its real length when it is too long."""
+    total = None
+    if len(data) > DIGESTS[name][stem][1]:
+        total = src.file_length(path, DIGESTS[name][stem][1] * 4)
+    return _problem(name, stem, data, total)
 
 
 def _load_files(name: str, root: Path, kinds, reporter) -> dict[str, bytearray]:
@@ -181,9 +201,15 @@ def _load_files(name: str, root: Path, kinds, reporter) -> dict[str, bytearray]:
             continue
         try:
             data = src.read_file(path, DIGESTS[name][stem][1])
-            problem = _problem(name, stem, data)
+            problem = _verify(name, stem, path, data)
         except OSError as e:
-            data, problem = None, f"unreadable ({type(e).__name__})"
+            # Not corrupt, only unreadable here: say so and leave the file as it is (renaming
+            # it, or fetching over it, would destroy a file that may be perfectly good).
+            reason = e.strerror or str(e) or type(e).__name__
+            raise DataError(
+                f"cached {path} cannot be read ({reason}); it was left as it is: make it "
+                f"readable (chmod u+r {path}) or delete it so barenet fetches it again"
+            ) from None
         if problem is None:
             found[stem] = data
             continue
@@ -252,7 +278,10 @@ def _from_dirs(name, dirs, found) -> Iterator[tuple[str, bytes, str]]:
                 try:
                     data = src.read_file(path, DIGESTS[name][stem][1])
                 except OSError as e:
-                    yield stem, None, f"{path}: unreadable ({e})"
+                    yield stem, None, f"{path}: unreadable ({e.strerror or e})"
+                    continue
+                if len(data) > DIGESTS[name][stem][1]:       # say by how much
+                    yield stem, None, f"{path}: {_verify(name, stem, path, data)}"
                     continue
                 yield stem, data, str(path)
 
@@ -273,6 +302,9 @@ def _from_mirror(name, url, needed, reporter) -> Iterator[tuple[str, bytes, str]
                 data = src.read_file(dest, DIGESTS[name][stem][1])
             except OSError as e:
                 raise src.SourceUnavailable(f"{stem}.gz: {e}") from None
+            if len(data) > DIGESTS[name][stem][1]:
+                yield stem, None, f"{url}{stem}.gz: {_verify(name, stem, dest, data)}"
+                continue
             yield stem, data, f"{url}{stem}.gz"
 
 
@@ -318,7 +350,8 @@ def _write_cache(path: Path, data: bytes) -> None:
         os.replace(tmp, path)
         tmp = None
     except OSError as e:
-        warnings.warn(f"could not cache {path}: {e}", RuntimeWarning, stacklevel=5)
+        warn(f"could not cache {path} ({e.strerror or e}); the data was loaded all the same",
+             CacheWriteWarning)
     finally:  # also on KeyboardInterrupt
         if tmp is not None:
             with contextlib.suppress(OSError):
@@ -332,7 +365,7 @@ def _set_aside(path: Path, problem: str) -> None:
         where = f"moved to {aside}"
     except OSError:
         where = "could not move it aside"
-    warnings.warn(f"cached {path} failed verification ({problem}); {where}", stacklevel=5)
+    warn(f"cached {path} failed verification ({problem}); {where}", CorruptCacheWarning)
 
 
 def _failure_message(name, root, kinds, missing, notes) -> str:

@@ -48,6 +48,24 @@ def read_file(path: Path, limit: int) -> bytearray:
     return buf
 
 
+def file_length(path: Path, cap: int) -> int:
+    """The length of a raw file, or of a `.gz` file's content counted up to `cap` + 1 bytes
+    (a gzip bomb is not read to its end: past `cap` the answer is only "more than cap")."""
+    if not path.name.endswith(".gz"):
+        return path.stat().st_size
+    n = 0
+    try:
+        with gzip.open(path, "rb") as f:
+            while n <= cap:
+                chunk = f.read(min(1 << 20, cap + 1 - n))
+                if not chunk:
+                    break
+                n += len(chunk)
+    except (EOFError, zlib.error, OSError):
+        pass                                # damaged after the part read: count what was read
+    return n
+
+
 def gunzip(data: bytes, limit: int) -> bytes:
     """Decompress gzip `data`, refusing output beyond `limit` bytes (a gzip bomb guard)."""
     try:
