@@ -225,6 +225,9 @@ def _as_gray(image, side: int | None = None) -> np.ndarray:
         scale = 1.0
         if not np.isfinite(a).all():
             raise ImageError("image contains NaN or infinite values")
+        top = float(np.abs(a).max()) if a.size else 0.0
+        if top > 65535.0:  # beyond any pixel scale: brought to [-1, 1] so float32 sums stay finite
+            a = a / top
     else:
         raise ImageError(f"expected a numeric image, got dtype {a.dtype}")
     alpha = a.ndim == 3 and a.shape[2] in (2, 4)
