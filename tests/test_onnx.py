@@ -276,3 +276,18 @@ def test_cli_without_onnx_names_the_extra(tmp_path, monkeypatch):
     assert result.exit_code == 1
     assert result.output == ("Error: barenet export needs the onnx extra (onnx not "
                              "installed): pip install 'barenet[onnx]'\n")
+
+
+def test_barenet_export_through_main(tmp_path, capsys):
+    """The registered command: `barenet export mlp --onnx F`, then a refusal in one line."""
+    from barenet.app.cli import main
+    out = tmp_path / "mlp.onnx"
+    assert main(["export", "mlp", "--onnx", str(out)]) == 0
+    assert out.stat().st_size > 0
+    before = out.read_bytes()
+    assert main(["export", "mlp", "--onnx", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error:") and "--force" in err[-1]
+    assert out.read_bytes() == before
+    assert main(["export", str(tmp_path / "nope"), "--onnx", str(tmp_path / "x.onnx")]) == 2
+    assert not (tmp_path / "x.onnx").exists()

@@ -56,6 +56,8 @@ LAZY_COMMANDS = {
               "Train many configurations as one Optuna study (grid, random, TPE)."),
     "sweep-report": ("barenet.app.sweep_report:command",
                      "Report, plots and best.toml of a sweep directory."),
+    "export": ("barenet.app.export_cmd:command",
+               "Export a model or ensemble to ONNX (onnxruntime serves it alone)."),
     "dashboard": ("barenet.app.dashboard:command",
                   "Watch runs train: live curves, progress and ETA in a browser."),
 }

@@ -18,6 +18,8 @@ EXTRAS: dict[str, tuple] = {
     "tui": ("textual",),
     "augment": ("scipy",),
     "sweep": ("optuna", "psycopg", "matplotlib"),
+    "sklearn": ("sklearn",),
+    "onnx": ("onnx", "onnxruntime"),
 }
 PACKAGES = {"python_multipart": "python-multipart", "multipart": "python-multipart"}
 
