@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -147,6 +148,9 @@ CASES = [
     ("ensemble-missing", ["ensemble", "{in}/nope", "{in}/run", "--out", "ens"], ["nope"]),
     ("ensemble-out-file", ["ensemble", "{in}/run", "--out", "{in}/text.txt"], ["--out"]),
     ("models-unknown-option", ["models", "--bogus"], ["--bogus"]),
+    ("export-no-onnx", ["export", "{in}/run"], ["--onnx"]),
+    ("export-model-missing", ["export", "{in}/nope", "--onnx", "m.onnx"], ["nope"]),
+    ("export-onnx-is-dir", ["export", "{in}/run", "--onnx", "{in}/empty"], ["--onnx"]),
     ("sweep-spec-missing", ["sweep", "{in}/nope.toml"], ["nope.toml"]),
     ("sweep-spec-dir", ["sweep", "{in}/empty"], ["directory"]),
     ("sweep-trials-0", ["sweep", "{in}/spec.toml", "--trials", "0"], ["--trials"]),
@@ -207,3 +211,31 @@ def test_sizes_in_messages_stay_short(capsys):
     line = assert_error(done, 2, "model.hidden")
     assert len(line) < 300 and not math.isnan(len(line))
     assert json.dumps(line)
+
+
+# compare: the run's own JSON files (the issue: a non-number in history.json -> ValueError).
+
+@pytest.mark.parametrize("name,text,words", [
+    ("history.json", '[{"epoch": 1, "val_accuracy": "high"}]', ["val_accuracy", "'high'"]),
+    ("history.json", '[{"epoch": 1, "loss": null}]', ["'loss'", "none"]),
+    ("history.json", '[{"epoch": 1, "val_accuracy": NaN}]', ["val_accuracy", "nan"]),
+    ("history.json", '[{"epoch": 1, "accuracy": [[0.5]]}]', ["'accuracy'"]),
+    ("history.json", '[{"epoch": 1, "time": "1 s"}]', ["'time'"]),
+    ("history.json", '{"epoch": 1}', ["list of epochs"]),
+    ("history.json", "[1, 2]", ["epoch entry 0"]),
+    ("history.json", "[" * 100_000 + "]" * 100_000, ["nested too deeply"]),
+    ("history.json", "not json", ["not valid json"]),
+    ("history.json", "[" + "9" * 5000 + "]", ["not valid json"]),
+    ("metrics.json", '{"test_accuracy": "99 %"}', ["test_accuracy"]),
+    ("metrics.json", "[1]", ["json object"]),
+    ("config.json", "[1]", ["json object"]),
+], ids=["str", "null", "nan", "nested-list", "time-str", "not-a-list", "rows-not-tables",
+        "deep", "not-json", "5000-digits", "metrics-str", "metrics-list", "config-list"])
+def test_compare_names_file_and_key(name, text, words, inputs, tmp_path, capsys):
+    bad = tmp_path / "bad"
+    shutil.copytree(inputs / "run", bad)
+    (bad / name).write_text(text)
+    before = snapshot(tmp_path)
+    done = _run(capsys, ["compare", inputs / "run", bad, "--out", tmp_path / "c.png"])
+    assert_error(done, 2, str(bad / name), *words)
+    assert snapshot(tmp_path) == before

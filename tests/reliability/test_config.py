@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from barenet import sizing
 from barenet.app.cli import main
 from barenet.config import ConfigError, from_dict, load_config
 from conftest import Done, assert_error  # tests/reliability/conftest.py
@@ -38,10 +37,17 @@ def _refused(raw_or_sets, *words):
     return message
 
 
+try:
+    from barenet import sizing
+except ImportError:        # barenet before the size check (the old-code run of these tests)
+    sizing = None
+
+
 @pytest.fixture
 def eight_gb(monkeypatch):
     """This machine, as far as the checks can tell, has 8 GB free (deterministic tests)."""
-    monkeypatch.setattr(sizing, "available_memory", lambda: (8 * GB, "MemAvailable"))
+    if sizing is not None:
+        monkeypatch.setattr(sizing, "available_memory", lambda: (8 * GB, "MemAvailable"))
 
 
 # Sizes that cannot fit (issue: model.hidden=[1000000000] died with MemoryError).
@@ -108,7 +114,8 @@ def test_limit_reads_this_machine():
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.toml")), ids=lambda p: p.name)
 def test_shipped_configs_fit_a_small_machine(path, monkeypatch):
     """Every shipped config validates with 2 GB free: the check refuses only the absurd."""
-    monkeypatch.setattr(sizing, "available_memory", lambda: (2 * GB, "MemAvailable"))
+    if sizing is not None:
+        monkeypatch.setattr(sizing, "available_memory", lambda: (2 * GB, "MemAvailable"))
     load_config(path)
 
 

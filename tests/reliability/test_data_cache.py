@@ -20,13 +20,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from barenet.data import DataError, mnist
+from barenet.data import DataError, errors, mnist
 from barenet.data import sources as src
-from barenet.data.errors import CacheWriteWarning, CorruptCacheWarning
 from barenet.data.idx import make_idx
 from conftest import Done, assert_error, snapshot  # tests/reliability/conftest.py
 
 FILES = mnist.FILES
+# Before this fix the categories were plain UserWarning / RuntimeWarning (old-code runs).
+CorruptCacheWarning = getattr(errors, "CorruptCacheWarning", UserWarning)
+CacheWriteWarning = getattr(errors, "CacheWriteWarning", RuntimeWarning)
 # `barenet ...` with the pinned digests of the synthetic files (FAKE_DIGESTS, JSON).
 LAUNCH = """
 import json, os, sys
