@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -301,3 +302,22 @@ def test_a_second_process_while_the_first_loads_data_is_refused(tmp_path, second
     assert set(os.listdir(out)) == RUN_FILES
     a, _ = load_arrays(out / "model.safetensors")
     assert all(np.isfinite(v).all() for v in a.values())
+
+
+def test_resume_of_a_run_stopped_before_its_first_checkpoint_starts_it_again(tiny_data,
+                                                                             tmp_path, capsys):
+    """kill -9 in epoch 1 leaves config.json (and progress.json) but no checkpoint."""
+    done, straight = tmp_path / "done", tmp_path / "straight"
+    assert run_main(capsys, "train", "--out", straight, *FAST).code == 0
+    shutil.copytree(straight, done)
+    for name in ("checkpoint.safetensors", "model.safetensors", "metrics.json",
+                 "history.json"):
+        (done / name).unlink()
+    (done / "progress.json").write_text('{"state": "training", "epoch": 1}')
+    result = run_main(capsys, "train", "--resume", done)
+    assert result.code == 0, result.err
+    assert "starts again from epoch 1" in result.err
+    a, _ = load_arrays(done / "model.safetensors")
+    b, _ = load_arrays(straight / "model.safetensors")
+    assert all(np.array_equal(a[k], b[k]) for k in b)
+    assert set(os.listdir(done)) == RUN_FILES

@@ -232,6 +232,9 @@ def _train(config, out_dir: Path, resume, seeds: int, data_dir, quiet: bool, liv
         with runs.claim(out_dir, resume=bool(resume)):
             if resume:
                 config = _resumed_config(out_dir, asked, epochs)
+                if not quiet and not (out_dir / runs.CHECKPOINT_FILE).is_file():
+                    click.echo(f"{out_dir}: no epoch had finished (no checkpoint); training "
+                               f"starts again from epoch 1", err=True)
             callbacks = [] if quiet else [ProgressPrinter(config.training.epochs)]
             if not quiet:
                 click.echo(f"run directory: {out_dir}", err=True)
