@@ -17,7 +17,7 @@ import re
 
 import numpy as np
 
-from .model import Sequential
+from .model import Sequential, architecture_shapes
 from .serialize import model_metadata, save_arrays
 
 ENSEMBLE_TYPE = "Ensemble"
@@ -100,9 +100,7 @@ class Ensemble:
             raise ValueError(f"views repeat: {self.views}")
         if weights is None:
             weights = [1.0] * len(members)
-        w = np.asarray(weights, dtype=np.float64)
-        if w.shape != (len(members),) or np.any(w < 0) or w.sum() <= 0:
-            raise ValueError(f"need one non-negative weight per member, got {weights!r}")
+        w = _weights(weights, len(members))
         self.weights = (w / w.sum()).tolist()
         self.training = False
 
@@ -164,6 +162,43 @@ class Ensemble:
         return f"Ensemble({len(self.members)} members{views})"
 
 
+def _weights(weights, n: int) -> np.ndarray:
+    """One finite, non-negative weight per member, not all zero (NaN would pass `w < 0`)."""
+    numbers = isinstance(weights, (list, tuple, np.ndarray)) and all(
+        isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in weights)
+    w = np.asarray(weights, dtype=np.float64) if numbers else np.zeros(0)
+    if w.shape != (n,) or not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
+        raise ValueError(f"need one finite, non-negative weight per member (not all zero), "
+                         f"got {str(weights)[:80]}")
+    return w
+
+
+def ensemble_shapes(architecture) -> dict[str, tuple[int, ...]]:
+    """'m<i>.<layer>.<name>' -> shape of every array of an ensemble described by
+    `architecture`, checked (members, weights, views) without building anything."""
+    if not is_ensemble_architecture(architecture) or not isinstance(
+            architecture.get("members"), list) or not architecture["members"]:
+        raise ValueError("architecture is not an ensemble description")
+    members = architecture["members"]
+    weights = architecture.get("weights")
+    if weights is not None:
+        _weights(weights, len(members))
+    views = architecture.get("views")
+    if views is not None:
+        if not (isinstance(views, list) and views):
+            raise ValueError(f"views must be a non-empty list, got {str(views)[:80]}")
+        for view in views:
+            check_view(view)
+    shapes = {}
+    for i, spec in enumerate(members):
+        try:
+            member = architecture_shapes(spec)
+        except ValueError as exc:
+            raise ValueError(f"member {i}: {exc}") from None
+        shapes.update({f"m{i}.{name}": shape for name, shape in member.items()})
+    return shapes
+
+
 def is_ensemble_architecture(architecture) -> bool:
     return isinstance(architecture, dict) and architecture.get("type") == ENSEMBLE_TYPE
 
@@ -176,8 +211,7 @@ def save_ensemble(path: str | os.PathLike, ensemble: Ensemble, **extra) -> None:
 def load_ensemble(arrays: dict[str, np.ndarray], meta: dict) -> Ensemble:
     """Rebuild an Ensemble (in eval mode) from load_arrays' output; ValueError on mismatch."""
     arch = meta.get("architecture")
-    if not is_ensemble_architecture(arch) or not isinstance(arch.get("members"), list):
-        raise ValueError("architecture is not an ensemble description")
+    ensemble_shapes(arch)
     members = []
     for i, spec in enumerate(arch["members"]):
         prefix = f"m{i}."
@@ -189,7 +223,4 @@ def load_ensemble(arrays: dict[str, np.ndarray], meta: dict) -> Ensemble:
     stray = sorted(k for k in arrays if k.split(".", 1)[0] + "." not in known)
     if stray:
         raise ValueError(f"arrays that belong to no member: {stray[:3]}")
-    views = arch.get("views")
-    if views is not None and not (isinstance(views, list) and views):
-        raise ValueError(f"views must be a non-empty list, got {views!r}")
-    return Ensemble(members, arch.get("weights"), views).eval()
+    return Ensemble(members, arch.get("weights"), arch.get("views")).eval()

@@ -201,6 +201,112 @@ class Sequential:
         return f"Sequential(\n  {inner}\n)"
 
 
+# Bounds on a description read from a file, checked before any layer is built: far above
+# any barenet model, far below sizes that could not be allocated. The arrays a file holds
+# must also match the shapes computed here exactly, so its own size bounds the total.
+MAX_LAYERS = 1000
+MAX_UNITS = 1 << 20                     # features or channels of one layer
+MAX_WINDOW = 64                         # kernel side, stride, padding
+_SIZES = ("n_in", "n_out", "in_channels", "out_channels", "num_features")
+_WINDOWS = ("kernel_size", "stride", "padding")
+_REALS = ("p", "alpha", "momentum", "eps")
+_PASS_THROUGH = {"ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "SiLU", "Softmax", "Dropout",
+                 "Dropout2d", "MaxPool2D", "AvgPool2D"}      # keep features and channels
+
+
+def architecture_shapes(spec) -> dict[str, tuple[int, ...]]:
+    """'<layer>.<name>' -> shape of every array a model of `spec` holds (as state_arrays
+    names them), from the description alone: no layer built, nothing allocated.
+
+    ValueError with a one-line reason when `spec` is not a list of known layers with
+    whole, positive sizes within bounds, or when one layer's input cannot be the output of
+    the layer before it (a Dense of 20 inputs after one of 10 outputs).
+    """
+    _register_optional_layers()
+    if not isinstance(spec, list) or not spec:
+        raise ValueError("the architecture is not a non-empty list of layers")
+    if len(spec) > MAX_LAYERS:
+        raise ValueError(f"the architecture has {len(spec)} layers (at most {MAX_LAYERS})")
+    shapes: dict[str, tuple[int, ...]] = {}
+    features = channels = None          # what the previous layer gives, when known
+    for i, entry in enumerate(spec):
+        if not isinstance(entry, dict) or entry.get("type") not in LAYERS:
+            kind = entry.get("type") if isinstance(entry, dict) else entry
+            raise ValueError(f"layer {i}: unknown layer type {str(kind)[:40]!r}")
+        kind, where = entry["type"], f"layer {i} ({entry['type']})"
+        _check_values(entry, where)
+        if kind == "Dense":
+            n_in, n_out = entry.get("n_in"), entry.get("n_out")
+            _follows(features, n_in, where, "inputs")
+            shapes[f"{i}.W"] = (n_in, n_out)
+            if entry.get("bias", True):
+                shapes[f"{i}.b"] = (n_out,)
+            features, channels = n_out, None
+        elif kind == "Conv2D":
+            c_in, c_out = entry.get("in_channels"), entry.get("out_channels")
+            _follows(channels, c_in, where, "input channels")
+            kh, kw = _window(entry.get("kernel_size", 3))
+            shapes[f"{i}.W"] = (c_out, c_in, kh, kw)
+            if entry.get("bias", True):
+                shapes[f"{i}.b"] = (c_out,)
+            features, channels = None, c_out
+        elif kind in ("BatchNorm1d", "BatchNorm2d"):
+            n = entry.get("num_features")
+            _follows(features if kind == "BatchNorm1d" else channels, n, where, "features")
+            for name in ("gamma", "beta", "running_mean", "running_var"):
+                shapes[f"{i}.{name}"] = (n,)
+        elif kind == "GlobalAvgPool2D":
+            features = channels
+        elif kind not in _PASS_THROUGH:                # Flatten: features depend on the image
+            features = channels = None
+    return shapes
+
+
+def _check_values(entry: dict, where: str) -> None:
+    for key, value in entry.items():
+        if key in _SIZES and not (_is_int(value) and 1 <= value <= MAX_UNITS):
+            raise ValueError(f"{where}: {key} must be a whole number from 1 to {MAX_UNITS}, "
+                             f"got {str(value)[:40]}")
+        if key in _WINDOWS:
+            _window(value, where, key)
+        if key in _REALS and not (isinstance(value, (int, float)) and not isinstance(value, bool)
+                                  and math.isfinite(value)):
+            raise ValueError(f"{where}: {key} must be a finite number, got {str(value)[:40]}")
+        if key == "eps" and not value > 0:
+            raise ValueError(f"{where}: eps must be positive, got {value}")
+        if key == "bias" and not isinstance(value, bool):
+            raise ValueError(f"{where}: bias must be true or false, got {str(value)[:40]}")
+        if key == "init" and not isinstance(value, str):
+            raise ValueError(f"{where}: init must be a name, got {str(value)[:40]}")
+    missing = [k for k in _REQUIRED.get(entry["type"], ()) if k not in entry]
+    if missing:
+        raise ValueError(f"{where}: no {', '.join(missing)}")
+
+
+_REQUIRED = {"Dense": ("n_in", "n_out"), "Conv2D": ("in_channels", "out_channels"),
+             "BatchNorm1d": ("num_features",), "BatchNorm2d": ("num_features",)}
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _window(value, where: str = "", key: str = "kernel_size") -> tuple[int, int]:
+    """A kernel size, stride or padding: a whole number or a pair, each 0..MAX_WINDOW."""
+    if value is None and key == "stride":                # pools: stride = kernel size
+        return (1, 1)
+    pair = value if isinstance(value, list) else [value, value]
+    if len(pair) != 2 or not all(_is_int(v) and 0 <= v <= MAX_WINDOW for v in pair):
+        raise ValueError(f"{where}: {key} must be a whole number or a pair from 0 to "
+                         f"{MAX_WINDOW}, got {str(value)[:40]}")
+    return pair[0], pair[1]
+
+
+def _follows(given, wanted, where: str, what: str) -> None:
+    if given is not None and given != wanted:
+        raise ValueError(f"{where}: takes {wanted} {what} but the layer before gives {given}")
+
+
 def _register_optional_layers() -> None:
     """Convolutional layers register themselves in LAYERS when barenet.conv is imported."""
     import importlib.util
