@@ -4,7 +4,8 @@ A run directory holds model.safetensors, config.json, history.json, metrics.json
 checkpoint.safetensors (model + optimizer + RNG state + history, rewritten atomically at the
 end of every epoch), so an interrupted run resumes to the same weights bit for bit. While it
 trains, history.json grows every epoch and progress.json says where the epoch is (both for
-`barenet dashboard`); progress.json goes away when the model is saved.
+`barenet dashboard`); progress.json goes away when the model is saved. The directory is
+claimed (locked, checked) before anything is read or written: rundir.py.
 """
 
 from __future__ import annotations
@@ -119,18 +120,19 @@ def _write_failed(exc: OSError, path: Path, checkpoint: Checkpoint) -> Exception
     """One line for a run file that could not be written, saying what is left and what next."""
     out = path.parent
     if checkpoint.epoch is not None:
-        left = (f"the checkpoint of epoch {checkpoint.epoch} in {out} is intact; free some "
-                f"space, then continue with: barenet train --resume {out}")
+        kept = f"the checkpoint of epoch {checkpoint.epoch} in {out} is intact"
+        again = f"continue with: barenet train --resume {out}"
     elif checkpoint.run is not None and checkpoint.run.resume:
-        left = f"{out} is as it was; free some space, then: barenet train --resume {out}"
+        kept, again = f"{out} is as it was", f"barenet train --resume {out}"
     else:
-        left = "no epoch had finished, so nothing was kept; free some space and run it again"
-    reason = exc.strerror or type(exc).__name__
+        kept, again = "no epoch had finished, so nothing was kept", "run the command again"
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return RunFailure(f"{path}: the disk is full; {left}")
+        return RunFailure(f"{path}: the disk is full; {kept}; free some space, then {again}")
+    reason = exc.strerror or type(exc).__name__
+    message = f"{path}: cannot write it ({reason}); {kept}; when it can be written, {again}"
     if isinstance(exc, PermissionError) or exc.errno == errno.EROFS:
-        return RunError(f"{path}: cannot write it ({reason}); {left}")
-    return RunFailure(f"{path}: cannot write it ({reason}); {left}")
+        return RunError(message)
+    return RunFailure(message)
 
 
 def _flat(table: dict, prefix: str = "") -> dict:
