@@ -389,13 +389,21 @@ def _test_set(meta: dict, data_dir):
 @click.option("--data-dir", type=click.Path(file_okay=False), help="MNIST cache directory.")
 def evaluate(model, as_json, data_dir):
     """Test accuracy, per-class precision/recall/F1, calibration and the confusion matrix."""
+    import numpy as np
+
     from ..metrics import classification_report, format_report_table
 
     net, meta = _load_model(model)
     dataset, x_test, y_test = _test_set(meta, data_dir)
-    report = classification_report(y_test, net.predict_proba(x_test))
+    probs = net.predict_proba(x_test)
+    if not np.isfinite(probs).all():      # finite weights so large that the logits overflow
+        raise Failure(f"{model}: the model's outputs are not finite numbers (its weights "
+                      f"overflow); the model file is damaged")
+    report = classification_report(y_test, probs)
     if as_json:
-        click.echo(json.dumps({"dataset": dataset, **report}))
+        # Strict JSON: a NaN or infinity any metric might hold is written as null.
+        strict = json.loads(json.dumps(report), parse_constant=lambda _: None)
+        click.echo(json.dumps({"dataset": dataset, **strict}, allow_nan=False))
         return EXIT_OK
     from rich.console import Console
     from rich.table import Table
@@ -468,7 +476,11 @@ def predict(model, images, indices, as_json, data_dir):
                 inputs.append(preprocess_image(image))
             except ImageError as exc:
                 errors[len(names) - 1] = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
-    probs = iter(net.predict_proba(np.stack(inputs)) if inputs else ())
+    probs = net.predict_proba(np.stack(inputs)) if inputs else np.zeros((0, 0))
+    if not np.isfinite(probs).all():      # finite weights so large that the logits overflow
+        raise Failure(f"{model or 'the default model'}: the model's outputs are not finite "
+                      f"numbers (its weights overflow); the model file is damaged")
+    probs = iter(probs)
     if as_json:
         rows = []
         for k, name in enumerate(names):
@@ -478,7 +490,7 @@ def predict(model, images, indices, as_json, data_dir):
             p = next(probs)
             rows.append({"input": name, "label": int(p.argmax()),
                          "probabilities": [round(float(v), 6) for v in p]})
-        click.echo(json.dumps(rows))
+        click.echo(json.dumps(rows, allow_nan=False))
         return EXIT_USAGE if errors else EXIT_OK
     for k, (name, truth) in enumerate(zip(names, truths)):
         if k in errors:
