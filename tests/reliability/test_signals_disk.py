@@ -20,7 +20,7 @@ import pytest
 
 from barenet.app.cli import main
 from barenet.serialize import load_arrays
-from conftest import assert_error, cli, popen, stray_files
+from conftest import assert_error, cli, popen, snapshot, stray_files
 
 pytestmark = pytest.mark.reliability
 
@@ -262,3 +262,21 @@ def test_a_run_diverging_later_names_its_last_good_checkpoint(tiny_data, tmp_pat
     assert str(out / "checkpoint.safetensors") in line
     assert checkpoint_epoch(out) == good_epoch             # loads, every array finite
     assert not (out / "model.safetensors").exists() and stray_files(out) == []
+
+
+# A flipped bit (serialize's checksum finds it): one line, nothing touched.
+
+@pytest.mark.parametrize("more", [[], ["--epochs", "3"]])
+def test_resume_reports_a_damaged_checkpoint_and_changes_nothing(tiny_data, tmp_path, capsys,
+                                                                 more):
+    out = tmp_path / "run"
+    assert run_main(capsys, "train", "--out", out, "--epochs", "2", *ARGS).code == 0
+    (out / "model.safetensors").unlink()                   # stopped before its end
+    path = out / "checkpoint.safetensors"
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    path.write_bytes(bytes(raw))
+    before = snapshot(out)
+    done = run_main(capsys, "train", "--resume", out, *more, "-q")
+    assert_error(done, 2, "checkpoint.safetensors", "damaged")
+    assert snapshot(out) == before
