@@ -207,8 +207,20 @@ def test_set_into_a_section_given_as_a_scalar(tmp_path):
 
 
 def test_endless_config_file_is_not_read_forever():
-    with pytest.raises(ConfigError, match="larger than 1 MB"):
-        load_config("/dev/zero")
+    """--config /dev/zero: refused after 1 MB. Run in a child limited to 1 GB of address
+    space, so a reader without a bound fails fast instead of eating the machine's memory."""
+    import resource
+    import subprocess
+    import sys
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+
+    code = ("from barenet.config import ConfigError, load_config\n"
+            "try:\n    load_config('/dev/zero')\nexcept ConfigError as e:\n    print(e)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, preexec_fn=limit, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0 and "larger than 1 MB" in done.stdout, done.stderr[-300:]
 
 
 def test_config_not_utf8(tmp_path):
