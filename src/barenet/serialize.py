@@ -167,28 +167,37 @@ def _header(raw: bytearray, path: Path) -> tuple[dict, int]:
         kind = "a pickle" if raw[:1] == b"\x80" else "unknown data"
         raise ModelFileError(f"{path}: {hint}: it looks like {kind}, and it was not executed")
     if header_len > min(MAX_HEADER_BYTES, len(raw) - 8):
-        raise ModelFileError(f"{path}: {hint}, or a truncated one: its header claims "
-                             f"{header_len:,} bytes, the file has {len(raw) - 8:,} after it")
+        raise ModelFileError(f"{path}: {hint}, or a damaged or truncated one: its header "
+                             f"claims {header_len:,} bytes, the file has {len(raw) - 8:,} after "
+                             f"it")
     try:
         header = json.loads(bytes(raw[8:8 + header_len]))
     except (ValueError, RecursionError):             # UnicodeDecodeError is a ValueError
         raise ModelFileError(f"{path}: damaged or not a model file: its header is not valid "
                              f"JSON") from None
     if not isinstance(header, dict) or not isinstance(header.get("__metadata__"), dict):
-        raise ModelFileError(f"{path}: {hint}: safetensors without barenet metadata")
+        raise _without_metadata(path, raw[8:8 + header_len].decode("utf-8", "replace"))
     return header, 8 + header_len
+
+
+def _without_metadata(path: Path, header_text: str) -> ModelFileError:
+    """Our own marks in a header whose metadata cannot be read: a damaged barenet file."""
+    if FORMAT in header_text or CHECKSUM_KEY in header_text:
+        return ModelFileError(f"{path}: damaged barenet model file: its metadata cannot be "
+                              f"read; use another copy, or train again")
+    return ModelFileError(f"{path}: not a barenet model file (expected safetensors written by "
+                          f"`barenet train`): safetensors without barenet metadata")
 
 
 def _metadata(header: dict, path: Path) -> dict:
     """The barenet metadata, its version and the types of the fields other code reads."""
-    hint = "not a barenet model file (expected safetensors written by `barenet train`)"
     text = header["__metadata__"].get("barenet")
     try:
         meta = json.loads(text) if isinstance(text, str) else None
     except (ValueError, RecursionError):
         meta = None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ModelFileError(f"{path}: {hint}: safetensors without barenet metadata")
+        raise _without_metadata(path, json.dumps(header["__metadata__"]))
     version = meta.get("format_version")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise ModelFileError(f"{path}: model format version {str(version)[:20]!r} is not a "

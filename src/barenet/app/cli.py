@@ -395,7 +395,8 @@ def evaluate(model, as_json, data_dir):
 
     net, meta = _load_model(model)
     dataset, x_test, y_test = _test_set(meta, data_dir)
-    probs = net.predict_proba(x_test)
+    with np.errstate(over="ignore", invalid="ignore"):     # checked just below
+        probs = net.predict_proba(x_test)
     if not np.isfinite(probs).all():      # finite weights so large that the logits overflow
         raise Failure(f"{model}: the model's outputs are not finite numbers (its weights "
                       f"overflow); the model file is damaged")
@@ -476,7 +477,8 @@ def predict(model, images, indices, as_json, data_dir):
                 inputs.append(preprocess_image(image))
             except ImageError as exc:
                 errors[len(names) - 1] = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
-    probs = net.predict_proba(np.stack(inputs)) if inputs else np.zeros((0, 0))
+    with np.errstate(over="ignore", invalid="ignore"):     # checked just below
+        probs = net.predict_proba(np.stack(inputs)) if inputs else np.zeros((0, 0))
     if not np.isfinite(probs).all():      # finite weights so large that the logits overflow
         raise Failure(f"{model or 'the default model'}: the model's outputs are not finite "
                       f"numbers (its weights overflow); the model file is damaged")
