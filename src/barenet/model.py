@@ -229,12 +229,21 @@ def architecture_shapes(spec) -> dict[str, tuple[int, ...]]:
         raise ValueError(f"the architecture has {len(spec)} layers (at most {MAX_LAYERS})")
     shapes: dict[str, tuple[int, ...]] = {}
     features = channels = None          # what the previous layer gives, when known
+    rank = None                         # 2: vectors (N, D), 4: feature maps (N, C, H, W)
     for i, entry in enumerate(spec):
         if not isinstance(entry, dict) or entry.get("type") not in LAYERS:
             kind = entry.get("type") if isinstance(entry, dict) else entry
             raise ValueError(f"layer {i}: unknown layer type {str(kind)[:40]!r}")
         kind, where = entry["type"], f"layer {i} ({entry['type']})"
         _check_values(entry, where)
+        maps = getattr(LAYERS[kind], "input_ndim", 2) == 4
+        if maps and rank == 2:
+            raise ValueError(f"{where}: needs feature maps, but the layer before gives vectors")
+        if kind in ("Dense", "BatchNorm1d") and rank == 4:
+            raise ValueError(f"{where}: needs vectors, but the layer before gives feature maps "
+                             f"(a Flatten is missing)")
+        if maps or kind in ("Dense", "BatchNorm1d", "Flatten"):
+            rank = 2 if kind in ("Dense", "BatchNorm1d", "Flatten", "GlobalAvgPool2D") else 4
         if kind == "Dense":
             n_in, n_out = entry.get("n_in"), entry.get("n_out")
             _follows(features, n_in, where, "inputs")
@@ -256,8 +265,11 @@ def architecture_shapes(spec) -> dict[str, tuple[int, ...]]:
             for name in ("gamma", "beta", "running_mean", "running_var"):
                 shapes[f"{i}.{name}"] = (n,)
         elif kind == "GlobalAvgPool2D":
-            features = channels
-        elif kind not in _PASS_THROUGH:                # Flatten: features depend on the image
+            features, channels = channels, None
+        elif kind == "Flatten":             # of feature maps: features depend on the image
+            features = features if channels is None else None
+            channels = None
+        elif kind not in _PASS_THROUGH:
             features = channels = None
     return shapes
 
