@@ -111,6 +111,9 @@ class RunDirectory:
         if self._depth > 0:
             return
         _HELD.pop(self.key, None)
+        # A signal can land between mkstemp and the cleanup of an atomic write: whatever
+        # temporary of ours is left now, no write of ours is under way any more.
+        self._remove_stale_temporaries()
         if kind is not None and not self.keep:
             for name in RUN_FILES:
                 (self.path / name).unlink(missing_ok=True)
@@ -196,7 +199,11 @@ class RunDirectory:
     def _remove_stale_temporaries(self) -> None:
         """Temporaries a kill -9 left mid-write: no one else writes here while we hold the
         lock, so every file of that exact naming is dead."""
-        for name in os.listdir(self.path):
+        try:
+            names = os.listdir(self.path)
+        except OSError:
+            return
+        for name in names:
             if STALE_TEMPORARY.fullmatch(name) and (self.path / name).is_file():
                 (self.path / name).unlink(missing_ok=True)
 
