@@ -18,16 +18,6 @@ from barenet.app.cli import main
 from conftest import Done, assert_error, snapshot  # tests/reliability/conftest.py
 
 BIG = "1" + "0" * 30
-# Known and not fixed here (src/barenet/app/gradcheck_cmd.py belongs to another part of
-# issue 15): --threshold nan/-1 runs every check and reports "56 of 56 failed" (exit 1);
-# --seed -1 ends in "internal error (ValueError)". Fix: click.FloatRange(min=0, min_open=True)
-# for --threshold, click.IntRange(min=0) for --seed. strict: the day it is fixed, this fails.
-NOT_MINE_GRADCHECK = pytest.mark.xfail(strict=True, reason="gradcheck_cmd.py option types "
-                                       "(not in this part of issue 15)")
-# The same in src/barenet/app/augment_preview.py: --seed -5 -> internal error (ValueError from
-# np.random.default_rng); fix: click.IntRange(min=0).
-NOT_MINE_SEED = pytest.mark.xfail(strict=True, reason="augment_preview.py --seed type "
-                                  "(not in this part of issue 15)")
 
 
 @pytest.fixture(scope="module")
@@ -115,11 +105,10 @@ CASES = [
     ("predict-model-missing", ["predict", "{in}/nope", "--index", "0"], ["nope"]),
     # gradcheck, lr-find, augment-preview
     pytest.param("gradcheck-threshold-nan", ["gradcheck", "--threshold", "nan"],
-                 ["--threshold"], marks=NOT_MINE_GRADCHECK),
+                 ["--threshold"]),
     pytest.param("gradcheck-threshold-negative", ["gradcheck", "--threshold", "-1"],
-                 ["--threshold"], marks=NOT_MINE_GRADCHECK),
-    pytest.param("gradcheck-seed-negative", ["gradcheck", "--seed", "-1"], ["--seed"],
-                 marks=NOT_MINE_GRADCHECK),
+                 ["--threshold"]),
+    pytest.param("gradcheck-seed-negative", ["gradcheck", "--seed", "-1"], ["--seed"]),
     ("lr-find-start-0", ["lr-find", "--start", "0"], ["--start"]),
     ("lr-find-end-nan", ["lr-find", "--end", "nan"], ["--end"]),
     ("lr-find-start-above-end", ["lr-find", "--start", "1", "--end", "0.01"], ["--start"]),
@@ -133,8 +122,7 @@ CASES = [
     ("augment-set-huge", ["augment-preview", "--set", "augment.shift=1e300"], ["augment.shift"]),
     ("augment-out-dir", ["augment-preview", "--out", "{in}/empty"], ["--out"]),
     pytest.param("augment-seed-negative", ["augment-preview", "--seed", "-5", "--set",
-                                           "augment.rotate=10"], ["--seed"],
-                 marks=NOT_MINE_SEED),
+                                           "augment.rotate=10"], ["--seed"]),
     # report, compare, ensemble, models, sweep
     ("report-missing", ["report", "{in}/nope"], ["nope"]),
     ("report-file", ["report", "{in}/text.txt"], ["text.txt"]),

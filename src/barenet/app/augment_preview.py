@@ -18,7 +18,7 @@ import click
               help="Rows: training images shown.")
 @click.option("--copies", type=click.IntRange(1, 20), default=8, show_default=True,
               help="Augmented copies per image.")
-@click.option("--seed", type=int, default=0, show_default=True,
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed for the choice of images and the augmentation.")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="MNIST cache directory.")
 def command(config_file, overrides, out, digits, copies, seed, data_dir):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 from collections.abc import Callable, Iterator
 
 import click
@@ -254,11 +255,18 @@ def _passed(row: dict, threshold: float) -> bool:
     return err is not None and np.isfinite(err) and err < threshold
 
 
+def _finite(ctx, param, value):
+    """FloatRange lets NaN through (every comparison with NaN is false)."""
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number")
+    return value
+
+
 @click.command("gradcheck")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@click.option("--threshold", type=float, default=THRESHOLD, show_default=True,
-              help="Largest relative error that passes.")
-@click.option("--seed", type=int, default=0, show_default=True,
+@click.option("--threshold", type=click.FloatRange(min=0, min_open=True), default=THRESHOLD,
+              show_default=True, callback=_finite, help="Largest relative error that passes.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed for inputs, parameters and upstream gradients.")
 def command(as_json: bool, threshold: float, seed: int) -> int:
     """Check every layer, loss and a whole network against numerical gradients (float64).
