@@ -321,3 +321,40 @@ def test_resume_of_a_run_stopped_before_its_first_checkpoint_starts_it_again(tin
     b, _ = load_arrays(straight / "model.safetensors")
     assert all(np.array_equal(a[k], b[k]) for k in b)
     assert set(os.listdir(done)) == RUN_FILES
+
+
+# 3. Other writers of a run directory take the same lock; a damaged config.json is one line.
+
+def test_report_refuses_a_run_in_use(tiny_data, tmp_path, capsys):
+    """`barenet report` writes report.html into the run: not while another process holds it."""
+    import subprocess
+    import sys
+    out = tmp_path / "run"
+    assert run_main(capsys, "train", "--out", out, *FAST).code == 0
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a+'); "
+         "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)",
+         str(out / ".barenet.lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = snapshot(out)
+        assert_error(run_main(capsys, "report", out), 2, "in use by another barenet process")
+        assert snapshot(out) == before
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+@pytest.mark.parametrize("text, words", [
+    ("[" * 5000 + "]" * 5000, ["config.json", "nested too deeply"]),
+    ("[1, 2]", ["config.json", "object"]),
+    ("{not json", ["config.json", "unreadable"]),
+])
+def test_resume_with_a_damaged_config_json_is_one_line(tiny_data, tmp_path, capsys, text,
+                                                        words):
+    out = tmp_path / "run"
+    assert run_main(capsys, "train", "--out", out, *FAST).code == 0
+    (out / "config.json").write_text(text)
+    before = snapshot(out)
+    assert_error(run_main(capsys, "train", "--resume", out, "--epochs", "3", "-q"), 2, *words)
+    assert snapshot(out) == before

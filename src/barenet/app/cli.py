@@ -1,7 +1,8 @@
 """The `barenet` command: train, evaluate, predict, ...
 
-Exit codes: 0 ok, 1 failure (data unavailable, training diverged), 2 bad input or usage,
-130 interrupted. Heavy modules are imported inside commands so `barenet --help` stays quick.
+Exit codes: 0 ok, 1 failure (data unavailable, training diverged, disk full), 2 bad input or
+usage, 130 interrupted (Ctrl-C), 143 stopped by SIGTERM, 129 by SIGHUP. Heavy modules are
+imported inside commands so `barenet --help` stays quick.
 """
 
 from __future__ import annotations

@@ -373,7 +373,9 @@ def command(run, open_browser, data_dir, png_dir, only):
                       "give --png-dir DIR too (report.html always has them all)")
     require("plots", "report")
     start = time.perf_counter()
-    path = write_report(run, data_dir=data_dir, strict=True, png_dir=png_dir, only=names)
+    from .rundir import claim
+    with claim(Path(run), resume=True):              # not while a training writes there
+        path = write_report(run, data_dir=data_dir, strict=True, png_dir=png_dir, only=names)
     click.echo(f"wrote {path} ({time.perf_counter() - start:.1f} s)")
     if open_browser:
         import webbrowser

@@ -328,6 +328,10 @@ def load_run_config(run: Path) -> Config:
         raise RunError(f"{run}: no config.json; is this a run directory?") from None
     except (OSError, ValueError) as exc:
         raise RunError(f"{path}: unreadable ({exc})") from None
+    except RecursionError:
+        raise RunError(f"{path}: nested too deeply to be a barenet config") from None
+    if not isinstance(raw, dict):
+        raise RunError(f"{path}: not a barenet config (a JSON object is expected)")
     raw.pop("barenet_version", None)
     return from_dict(raw)
 
