@@ -210,15 +210,15 @@ def _metadata(header: dict, path: Path) -> dict:
             raise ModelFileError(f"{path}: damaged metadata: {field} is a "
                                  f"{_json_type(meta[field])}, not a {_json_type(kind)}")
     config = meta.get("config") or {}
-    for section in _CONFIG_SECTIONS:
+    for section in _CONFIG_SECTIONS:          # present means a table: readers do .get()
         value = config.get(section)
-        if value is not None and not isinstance(value, dict):
+        if section in config and not isinstance(value, dict):
             raise ModelFileError(f"{path}: damaged metadata: config.{section} is a "
                                  f"{_json_type(value)}, not a table")
-    dataset = (config.get("data") or {}).get("dataset")
-    if dataset is not None and not isinstance(dataset, str):
+    data = config.get("data") or {}
+    if "dataset" in data and not isinstance(data["dataset"], str):
         raise ModelFileError(f"{path}: damaged metadata: config.data.dataset is a "
-                             f"{_json_type(dataset)}, not a name")
+                             f"{_json_type(data['dataset'])}, not a name")
     if not all(isinstance(row, dict) for row in meta.get("history") or []):
         raise ModelFileError(f"{path}: damaged metadata: history holds rows that are not "
                              f"tables")

@@ -229,6 +229,15 @@ def test_a_header_claiming_huge_tensors_is_refused_before_allocating(tmp_path):
     assert_error(done, 2, str(path), "0.W", "does not fit")
 
 
+def test_a_good_model_evaluates_under_the_same_memory_cap(tmp_path):
+    """The cap above is not what refuses: a real model evaluates within it."""
+    model = _model()
+    path = write(tmp_path / "good.safetensors", model.state_arrays(), _meta(model))
+    done = limited("evaluate", path, "--json")
+    assert done.code == 0, done.err
+    assert 0 <= json.loads(done.out)["accuracy"] <= 1
+
+
 @pytest.mark.parametrize("kind", ["/dev/zero", "fifo", "sparse-2GB"])
 def test_evaluate_of_an_endless_or_huge_file_reads_nothing(tmp_path, kind):
     if kind == "/dev/zero":
@@ -326,6 +335,8 @@ def test_evaluate_json_is_strict_json(tmp_path, tiny_data, capsys):
     ("config", "mnist", "config is a string, not a table"),
     ("config", {"data": "mnist"}, "config.data is a string, not a table"),
     ("config", {"data": {"dataset": 7}}, "config.data.dataset is a number"),
+    ("config", {"data": None}, "config.data is a null, not a table"),
+    ("config", {"data": {"dataset": None}}, "config.data.dataset is a null"),
     ("architecture", "Dense", "architecture is a string"),
     ("history", {"loss": 1}, "history is a table, not a list"),
     ("history", [1, 2], "history holds rows that are not tables"),
