@@ -136,7 +136,7 @@ def load_arrays(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict]:
     header, start = _header(raw, path)
     expected = header["__metadata__"].get(CHECKSUM_KEY)
     if expected is not None and _digest(header, memoryview(raw)[start:]) != expected:
-        _metadata(header, path)                 # a newer format says so rather than damaged
+        _refuse_newer(header, path)             # a newer format may hash otherwise
         short = _claimed_end(header) > len(raw) - start
         what = ("damaged or truncated model file (checksum mismatch; shorter than its header "
                 "says)" if short else "damaged (checksum mismatch): the file changed after "
@@ -189,6 +189,16 @@ def _without_metadata(path: Path, header_text: str) -> ModelFileError:
                           f"`barenet train`): safetensors without barenet metadata")
 
 
+def _refuse_newer(header: dict, path: Path) -> None:
+    try:
+        version = json.loads(header["__metadata__"].get("barenet")).get("format_version")
+    except (TypeError, ValueError, AttributeError, RecursionError):
+        return
+    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
+        raise ModelFileError(f"{path}: model format version {version} is newer than this "
+                             f"barenet reads ({FORMAT_VERSION}); upgrade barenet")
+
+
 def _metadata(header: dict, path: Path) -> dict:
     """The barenet metadata, its version and the types of the fields other code reads."""
     text = header["__metadata__"].get("barenet")
@@ -202,9 +212,7 @@ def _metadata(header: dict, path: Path) -> dict:
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise ModelFileError(f"{path}: model format version {str(version)[:20]!r} is not a "
                              f"positive whole number; the file is damaged or not barenet's")
-    if version > FORMAT_VERSION:
-        raise ModelFileError(f"{path}: model format version {version} is newer than this "
-                             f"barenet reads ({FORMAT_VERSION}); upgrade barenet")
+    _refuse_newer(header, path)
     for field, kind in _FIELD_TYPES.items():
         if field in meta and meta[field] is not None and not isinstance(meta[field], kind):
             raise ModelFileError(f"{path}: damaged metadata: {field} is a "

@@ -390,13 +390,16 @@ def _test_set(meta: dict, data_dir):
 @click.option("--data-dir", type=click.Path(file_okay=False), help="MNIST cache directory.")
 def evaluate(model, as_json, data_dir):
     """Test accuracy, per-class precision/recall/F1, calibration and the confusion matrix."""
+    import warnings
+
     import numpy as np
 
     from ..metrics import classification_report, format_report_table
 
     net, meta = _load_model(model)
     dataset, x_test, y_test = _test_set(meta, data_dir)
-    with np.errstate(over="ignore", invalid="ignore"):     # checked just below
+    with warnings.catch_warnings():     # overflow is checked below (a filter, not errstate:
+        warnings.simplefilter("ignore", RuntimeWarning)     # the BLAS row threads see it)
         probs = net.predict_proba(x_test)
     if not np.isfinite(probs).all():      # finite weights so large that the logits overflow
         raise Failure(f"{model}: the model's outputs are not finite numbers (its weights "
@@ -443,6 +446,8 @@ def predict(model, images, indices, as_json, data_dir):
     be classified is named on stderr with the reason; the others are still classified, and
     the exit code is 2 when any failed.
     """
+    import warnings
+
     import numpy as np
 
     from ..metrics import top_k
@@ -478,7 +483,8 @@ def predict(model, images, indices, as_json, data_dir):
                 inputs.append(preprocess_image(image))
             except ImageError as exc:
                 errors[len(names) - 1] = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
-    with np.errstate(over="ignore", invalid="ignore"):     # checked just below
+    with warnings.catch_warnings():     # overflow is checked below (a filter, not errstate:
+        warnings.simplefilter("ignore", RuntimeWarning)     # the BLAS row threads see it)
         probs = net.predict_proba(np.stack(inputs)) if inputs else np.zeros((0, 0))
     if not np.isfinite(probs).all():      # finite weights so large that the logits overflow
         raise Failure(f"{model or 'the default model'}: the model's outputs are not finite "
