@@ -32,6 +32,7 @@ CHECKSUM_KEY = "barenet_sha256"             # in the safetensors __metadata__, b
 MAX_HEADER_BYTES = 100 * 1024 * 1024        # safetensors' own limit
 MAX_FILE_BYTES = 1 << 30                    # barenet's models are a few MB
 DTYPES = {"F32": np.dtype("<f4"), "F64": np.dtype("<f8")}   # all that barenet writes
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 # Metadata fields other code reads, and the JSON type each must have.
 _FIELD_TYPES = {"architecture": (list, dict), "config": dict, "history": list,
                 "metrics": dict, "checkpoint": dict, "preprocessing": dict,
@@ -100,26 +101,39 @@ def _digest(header: dict, data) -> str:
 def _read(path: Path) -> bytearray:
     """The whole file, refused before reading when it is not a regular file or too large."""
     try:
-        info = os.stat(path)
-        if stat.S_ISDIR(info.st_mode):
-            raise ModelFileError(f"{path}: is a directory, not a model file")
-        if not stat.S_ISREG(info.st_mode):          # /dev/zero, a FIFO: no end, or a hang
-            raise ModelFileError(f"{path}: not a regular file (a device, pipe or socket); "
-                                 f"give a model file")
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size     # the file opened, not a swapped name
-            if size > MAX_FILE_BYTES:
-                raise ModelFileError(f"{path}: {size:,} bytes, more than a barenet model file "
-                                     f"can be ({MAX_FILE_BYTES:,}); not a model file")
-            raw = bytearray(size)                   # writable, so arrays can be views of it
-            got = f.readinto(raw)
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then judges the file
+        # actually opened (a name swapped after a check cannot slip through).
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
         raise ModelFileError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise ModelFileError(f"{path}: is a directory, not a model file") from None
     except OSError as exc:
         raise ModelFileError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    if got != size:
+    info = os.fstat(fd)
+    problem = None
+    if stat.S_ISDIR(info.st_mode):
+        problem = "is a directory, not a model file"
+    elif not stat.S_ISREG(info.st_mode):            # /dev/zero, a FIFO: no end, or a hang
+        problem = "not a regular file (a device, pipe or socket); give a model file"
+    elif info.st_size > MAX_FILE_BYTES:
+        problem = (f"{info.st_size:,} bytes, more than a barenet model file can be "
+                   f"({MAX_FILE_BYTES:,}); not a model file")
+    if problem:
+        os.close(fd)
+        raise ModelFileError(f"{path}: {problem}")
+    with os.fdopen(fd, "rb", buffering=0) as f:
+        raw = bytearray(info.st_size)               # writable, so arrays can be views of it
+        view, got = memoryview(raw), 0
+        try:
+            while got < len(raw):                   # a read may return less than asked
+                n = f.readinto(view[got:])
+                if not n:
+                    break
+                got += n
+        except OSError as exc:
+            raise ModelFileError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        finally:
+            view.release()
+    if got != len(raw):
         raise ModelFileError(f"{path}: the file changed while it was read; try again")
     return raw
 
@@ -153,6 +167,9 @@ def load_arrays(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict]:
         if not np.isfinite(array).all():
             raise ModelFileError(f"{path}: tensor {name} holds NaN or infinite values; the "
                                  f"model is damaged or its training diverged")
+        if dtype.itemsize == 8 and array.size and np.abs(array).max() > FLOAT32_MAX:
+            raise ModelFileError(f"{path}: tensor {name} holds values beyond float32's "
+                                 f"range (models compute in float32); the model is damaged")
         arrays[name] = array
     return arrays, meta
 
