@@ -168,9 +168,7 @@ class NetClassifier(ClassifierMixin, BaseEstimator):
     def __getstate__(self):
         state = dict(self.__dict__)
         if "model_" in state:
-            from safetensors.numpy import save
-
-            from .serialize import model_metadata
+            from .serialize import model_metadata, to_bytes
             model, trainer = state.pop("model_"), state.pop("_state")
             arrays, scalars = trainer.optimizer.state_dict()
             tensors = {**model.state_arrays(), **{f"optimizer.{k}": v for k, v in arrays.items()}}
@@ -178,8 +176,7 @@ class NetClassifier(ClassifierMixin, BaseEstimator):
                                   rng=trainer.rng.bit_generator.state,
                                   dropout_rngs=[layer.rng.bit_generator.state
                                                 for layer in _random_layers(model)])
-            state["_model_file"] = save({k: np.ascontiguousarray(v) for k, v in tensors.items()},
-                                        metadata={"barenet": json.dumps(meta)})
+            state["_model_file"] = to_bytes(tensors, meta)     # with its checksum, as a file
         return state
 
     def __setstate__(self, state):

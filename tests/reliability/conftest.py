@@ -22,6 +22,21 @@ HERE = Path(__file__).resolve().parent
 FAKE = HERE / "fake_barenet.py"
 
 
+def _parent_conftest():
+    """tests/conftest.py. Both files are imported as `conftest`, and whichever came last is
+    the one `from conftest import ...` finds: tests elsewhere that import synthetic_digits
+    lazily must find it here too."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("_barenet_tests_conftest",
+                                                  HERE.parent / "conftest.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+synthetic_digits = _parent_conftest().synthetic_digits
+
+
 @dataclass
 class Done:
     code: int

@@ -471,7 +471,7 @@ def predict(model, images, indices, as_json, data_dir):
             names.append(f"test[{i}]")
             truths.append(int(y_test[i]))
     if images:
-        from ..data.preprocess import ImageError, load_image, preprocess_image
+        from ..data.preprocess import ImageError, load_digit, preprocess_image
         for path in images:
             names.append(str(path))
             truths.append(None)
@@ -479,7 +479,7 @@ def predict(model, images, indices, as_json, data_dir):
                 errors[len(names) - 1] = f"{path}: no such image file"
                 continue
             try:
-                image = load_image(path)          # its errors name the file
+                image = load_digit(path)          # bounded before decoding; errors name the file
                 inputs.append(preprocess_image(image))
             except ImageError as exc:
                 errors[len(names) - 1] = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
