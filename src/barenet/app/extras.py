@@ -16,7 +16,6 @@ EXTRAS: dict[str, tuple] = {
     "plots": ("matplotlib",),
     "web": ("fastapi", "uvicorn", ("python_multipart", "multipart")),
     "tui": ("textual",),
-    "augment": ("scipy",),
     "sweep": ("optuna", "psycopg", "matplotlib"),
     "sklearn": ("sklearn",),
     "onnx": ("onnx", "onnxruntime"),
