@@ -20,7 +20,8 @@ EXTRAS: dict[str, tuple] = {
     "sklearn": ("sklearn",),
     "onnx": ("onnx", "onnxruntime"),
 }
-PACKAGES = {"python_multipart": "python-multipart", "multipart": "python-multipart"}
+PACKAGES = {"python_multipart": "python-multipart", "multipart": "python-multipart",
+            "sklearn": "scikit-learn"}
 
 
 def install_hint(extra: str) -> str:
