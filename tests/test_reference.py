@@ -214,8 +214,6 @@ def test_batchnorm1d_eval_backward():
     assert_same(layer.beta.grad, dbeta)
 
 
-@pytest.mark.xfail(reason="BatchNorm2d has no eval-mode backward yet (issue 16, item 3)",
-                   strict=False)
 def test_batchnorm2d_eval_backward():
     layer, x, g, _, dx, dgamma, dbeta = _eval_case(bn.BatchNorm2d, (2, 3, 4, 4),
                                                    ref.channels_as_rows)

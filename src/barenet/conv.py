@@ -12,7 +12,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from .init import as_rng, initializer
-from .layers import LAYERS, Dropout, Layer, Parameter
+from .layers import LAYERS, Dropout, Layer, Parameter, _BatchNorm
 
 # Eval-mode forwards (evaluate() sends 10,000 images at once) run im2col in chunks of this
 # many images, so the column buffer stays a few tens of MB whatever the batch.
@@ -372,26 +372,15 @@ class GlobalAvgPool2D(Layer):
         return np.broadcast_to(g[:, :, None, None], self._shape).copy()
 
 
-class BatchNorm2d(Layer):
+class BatchNorm2d(_BatchNorm):
     """Batch normalization per channel over (N, H, W) of (N, C, H, W); running stats in eval."""
 
     input_ndim = 4
 
     def __init__(self, num_features: int, *, momentum: float = 0.1, eps: float = 1e-5,
                  dtype=np.float32):
-        self.num_features, self.momentum, self.eps = num_features, float(momentum), float(eps)
-        self.gamma = Parameter(np.ones(num_features, dtype=dtype), "gamma")
-        self.beta = Parameter(np.zeros(num_features, dtype=dtype), "beta")
-        self.running_mean = np.zeros(num_features, dtype=dtype)
-        self.running_var = np.ones(num_features, dtype=dtype)
+        super().__init__(num_features, momentum=momentum, eps=eps, dtype=dtype)
         self._ones = None                       # GEMV summing vector, reused across batches
-
-    batch_sums = None       # set by parallel.SplitBatch while a batch is split across cores
-
-    def _total(self, local: np.ndarray) -> np.ndarray:
-        """Sums over the whole batch: `local` itself, or, when the batch is split across
-        cores, this part's sums plus the other parts' (the gradient needs them too)."""
-        return local if self.batch_sums is None else self.batch_sums(local)
 
     def _column_sums(self, m: np.ndarray) -> np.ndarray:
         """Sums over the rows of (M, C) as a GEMV: far faster than m.sum(axis=0) when M >> C."""
@@ -403,8 +392,10 @@ class BatchNorm2d(Layer):
     def forward(self, x):
         n, ch, h, w = x.shape
         xm = nhwc(x).reshape(-1, ch)            # (N*H*W, C); a view for NHWC-memory inputs
-        if not self.training:
-            scale = self.gamma.data / np.sqrt(self.running_var + self.eps)
+        self._eval = not self.training
+        if self._eval:                          # fixed statistics: an affine map
+            self._x = x
+            scale = self._eval_scale()
             y = xm * scale
             y += self.beta.data - self.running_mean * scale
             return nchw(y.reshape(n, h, w, ch))
@@ -417,18 +408,17 @@ class BatchNorm2d(Layer):
         self._inv_std = 1.0 / np.sqrt(var + self.eps)
         xc *= self._inv_std
         self._xhat = xc                         # (N*H*W, C)
-        m = self.momentum                       # PyTorch convention: unbiased running var
-        self.running_mean *= 1.0 - m
-        self.running_mean += m * mean
-        self.running_var *= 1.0 - m
-        self.running_var += (m * rows / max(rows - 1, 1)) * var
+        self._update_running(mean, var, rows)
         np.multiply(xc, self.gamma.data, out=y)
         y += self.beta.data
         return nchw(y.reshape(n, h, w, ch))
 
     def backward(self, grad_out, need_input_grad=True):
         n, ch, h, w = grad_out.shape
-        g = nhwc(grad_out).reshape(-1, ch)
+        g = nhwc(grad_out).reshape(-1, ch)      # (N*H*W, C)
+        if self._eval:
+            dx = self._eval_backward(g, nhwc(self._x).reshape(-1, ch), need_input_grad)
+            return None if dx is None else nchw(dx.reshape(n, h, w, ch))
         xhat, rows = self._xhat, self._rows
         self.beta.grad[...] = self._column_sums(g)
         tmp = g * xhat
@@ -444,15 +434,6 @@ class BatchNorm2d(Layer):
         dx = g * a
         dx -= tmp
         return nchw(dx.reshape(n, h, w, ch))
-
-    def parameters(self):
-        return [self.gamma, self.beta]
-
-    def buffers(self):
-        return {"running_mean": self.running_mean, "running_var": self.running_var}
-
-    def config(self):
-        return {"num_features": self.num_features, "momentum": self.momentum, "eps": self.eps}
 
 
 class Dropout2d(Dropout):

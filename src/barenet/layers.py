@@ -36,6 +36,9 @@ class Layer:
     """Base class: stateless by default, no parameters, train mode on."""
 
     training = True
+    # Rank of the input batch the layer expects: 2 for (N, D) rows, 4 for (N, C, H, W) maps.
+    # The model checks the first layer's input against it, and its layer-sequence check too.
+    input_ndim = 2
     # True when forward() in eval mode computes its output from its argument alone (what it
     # stores on self is never read back), so row chunks of one batch may run in parallel
     # threads (barenet.parallel). Layers with reused scratch buffers (Conv2D) keep False.
@@ -45,6 +48,8 @@ class Layer:
         raise NotImplementedError  # abstract
 
     def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
+        """dL/dx from dL/dy, writing parameter grads in place. need_input_grad=False (the model
+        passes it for the first layer) lets a layer skip dL/dx and return None."""
         raise NotImplementedError  # abstract
 
     def parameters(self) -> list[Parameter]:
@@ -251,8 +256,11 @@ class Dropout(Layer):
         return {"p": self.p}
 
 
-class BatchNorm1d(Layer):
-    """Batch normalization over the batch axis of (N, D); running stats used in eval mode."""
+class _BatchNorm(Layer):
+    """What both batch norms share: parameters, running statistics, sums over a split batch,
+    and the eval-mode backward. Subclasses bring forward/backward for their layout."""
+
+    batch_sums = None       # set by parallel.SplitBatch while a batch is split across cores
 
     def __init__(self, num_features: int, *, momentum: float = 0.1, eps: float = 1e-5,
                  dtype=np.float32):
@@ -262,46 +270,35 @@ class BatchNorm1d(Layer):
         self.running_mean = np.zeros(num_features, dtype=dtype)
         self.running_var = np.ones(num_features, dtype=dtype)
 
-    batch_sums = None       # set by parallel.SplitBatch while a batch is split across cores
-
     def _total(self, local: np.ndarray) -> np.ndarray:
         """Sums over the whole batch: `local` itself, or, when the batch is split across
         cores, this part's sums plus the other parts' (the gradient needs them too)."""
         return local if self.batch_sums is None else self.batch_sums(local)
 
-    def forward(self, x):
-        self._eval = not self.training
-        if self._eval:                                 # fixed statistics: an affine map
-            self._inv_std = inv_std = 1.0 / np.sqrt(self.running_var + self.eps)
-            self._xhat = xhat = (x - self.running_mean) * inv_std
-            return xhat * self.gamma.data + self.beta.data
-        n = self._rows = self._total(np.array([len(x)], dtype=x.dtype))[0]   # whole batch
-        mean = self._total(x.sum(axis=0)) * (1.0 / n)
-        xc = x - mean
-        var = self._total((xc * xc).sum(axis=0)) * (1.0 / n)   # biased, for normalization
-        self._inv_std = 1.0 / np.sqrt(var + self.eps)
-        self._xhat = xc * self._inv_std
-        m = self.momentum                              # PyTorch convention: unbiased running var
+    def _eval_scale(self) -> np.ndarray:
+        """gamma / sqrt(running_var + eps), (D,): in eval mode y = x * scale + shift."""
+        return self.gamma.data / np.sqrt(self.running_var + self.eps)
+
+    def _update_running(self, mean: np.ndarray, var: np.ndarray, rows) -> None:
+        m = self.momentum                       # PyTorch convention: unbiased running var
         self.running_mean *= 1.0 - m
         self.running_mean += m * mean
         self.running_var *= 1.0 - m
-        self.running_var += (m * n / max(n - 1, 1)) * var
-        return self._xhat * self.gamma.data + self.beta.data
+        self.running_var += (m * rows / max(rows - 1, 1)) * var
 
-    def backward(self, grad_out, need_input_grad=True):
-        xhat = self._xhat
-        (grad_out * xhat).sum(axis=0, out=self.gamma.grad)
-        grad_out.sum(axis=0, out=self.beta.grad)
+    def _eval_backward(self, g: np.ndarray, x: np.ndarray,
+                       need_input_grad: bool) -> np.ndarray | None:
+        """Backward of the eval-mode affine map on rows: g, x (M, D) -> dx (M, D).
+
+        The running statistics are constants, so dx = g * gamma / std, with no batch terms.
+        """
+        inv_std = 1.0 / np.sqrt(self.running_var + self.eps)
+        xhat = (x - self.running_mean) * inv_std                # (M, D)
+        (g * xhat).sum(axis=0, out=self.gamma.grad)
+        g.sum(axis=0, out=self.beta.grad)
         if not need_input_grad:
             return None
-        if self._eval:                                 # running stats do not depend on x
-            return grad_out * (self.gamma.data * self._inv_std)
-        # dx = gamma/std * (g - mean(g) - xhat * mean(g * xhat)), all over the batch axis
-        n = self._rows
-        sum_g, sum_gx = np.split(self._total(np.concatenate([self.beta.grad,
-                                                              self.gamma.grad])), 2)
-        return (self.gamma.data * self._inv_std) * (
-            grad_out - sum_g * (1.0 / n) - xhat * (sum_gx * (1.0 / n)))
+        return g * (self.gamma.data * inv_std)
 
     def parameters(self):
         return [self.gamma, self.beta]
@@ -311,6 +308,40 @@ class BatchNorm1d(Layer):
 
     def config(self):
         return {"num_features": self.num_features, "momentum": self.momentum, "eps": self.eps}
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch normalization over the batch axis of (N, D); running stats used in eval mode."""
+
+    def forward(self, x):
+        self._eval = not self.training
+        if self._eval:                                 # fixed statistics: an affine map
+            self._x = x
+            scale = self._eval_scale()
+            return x * scale + (self.beta.data - self.running_mean * scale)
+        n = self._rows = self._total(np.array([len(x)], dtype=x.dtype))[0]   # whole batch
+        mean = self._total(x.sum(axis=0)) * (1.0 / n)
+        xc = x - mean
+        var = self._total((xc * xc).sum(axis=0)) * (1.0 / n)   # biased, for normalization
+        self._inv_std = 1.0 / np.sqrt(var + self.eps)
+        self._xhat = xc * self._inv_std
+        self._update_running(mean, var, n)
+        return self._xhat * self.gamma.data + self.beta.data
+
+    def backward(self, grad_out, need_input_grad=True):
+        if self._eval:
+            return self._eval_backward(grad_out, self._x, need_input_grad)
+        xhat = self._xhat
+        (grad_out * xhat).sum(axis=0, out=self.gamma.grad)
+        grad_out.sum(axis=0, out=self.beta.grad)
+        if not need_input_grad:
+            return None
+        # dx = gamma/std * (g - mean(g) - xhat * mean(g * xhat)), all over the batch axis
+        n = self._rows
+        sum_g, sum_gx = np.split(self._total(np.concatenate([self.beta.grad,
+                                                              self.gamma.grad])), 2)
+        return (self.gamma.data * self._inv_std) * (
+            grad_out - sum_g * (1.0 / n) - xhat * (sum_gx * (1.0 / n)))
 
 
 class Flatten(Layer):

@@ -15,22 +15,6 @@ from .model import Sequential, as_input
 CHUNK = 128
 
 
-def _backward_eval(model: Sequential, grad_out: np.ndarray) -> np.ndarray:
-    """d score / d input through every layer, most of them by their own backward().
-
-    Eval-mode BatchNorm is the affine map x * gamma / sqrt(running_var + eps) + const, but
-    the layers' backward() assumes batch statistics, so its Jacobian is applied here.
-    """
-    g = grad_out
-    for layer in reversed(model.layers):
-        if not layer.training and hasattr(layer, "running_var"):
-            scale = layer.gamma.data / np.sqrt(layer.running_var + layer.eps)   # (C,)
-            g = g * (scale if g.ndim == 2 else scale[:, None, None])           # (N, C, H, W)
-        else:
-            g = layer.backward(g, need_input_grad=True)
-    return g
-
-
 def input_gradient(model: Sequential, x: np.ndarray,
                    target: int | np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(gradient, target): d logit[target] / d pixel for each image, and the classes used.
@@ -56,7 +40,7 @@ def input_gradient(model: Sequential, x: np.ndarray,
             chosen = logits.argmax(axis=1) if target is None else target[i:i + CHUNK]
             grad_out = np.zeros_like(logits)
             grad_out[np.arange(len(batch)), chosen] = 1.0           # d logit[c] / d logits
-            grads.append(_backward_eval(model, grad_out).reshape(batch.shape))
+            grads.append(model.backward(grad_out, input_grad=True).reshape(batch.shape))
             targets.append(chosen)
     finally:
         if was_training:
