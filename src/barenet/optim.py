@@ -80,9 +80,6 @@ class Optimizer:
             np.abs(state, out=self._tmp)
             np.multiply(state, self._tmp >= FLUSH_BELOW, out=state)
 
-    def zero_grad(self) -> None:
-        self.grad.fill(0.0)
-
     def _prepare_grad(self, l2: bool = True) -> np.ndarray:
         """Clip, then add L2 decay (g += wd * p), in place on the flat gradient."""
         g = self.grad
@@ -228,9 +225,6 @@ class AdamW(Adam):
 
     def __init__(self, params, lr: float = 0.001, *, weight_decay: float = 0.01, **kw):
         super().__init__(params, lr, weight_decay=weight_decay, **kw)
-
-
-OPTIMIZERS = {"sgd": SGD, "rmsprop": RMSprop, "adam": Adam, "adamw": AdamW}
 
 
 # Learning-rate schedules: a multiplier of the base learning rate as a function of the

@@ -21,10 +21,6 @@ from textual.widgets import Footer, Header, Input, Static
 _EIGHTHS = " ▏▎▍▌▋▊▉█"  # partial blocks for bars with 1/8-character resolution
 
 
-def _gray(v: int) -> Style:
-    return Style(color=f"rgb({v},{v},{v})")
-
-
 def image_text(image: np.ndarray, scale: int = 1) -> Text:
     """uint8 (H, W) -> Text of H*scale/2 lines, W*scale columns of '▀' (top fg, bottom bg)."""
     a = np.asarray(image, dtype=np.uint8)

@@ -26,6 +26,8 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..saliency import saliency_map
+
 STATIC = Path(__file__).parent / "static"
 MAX_BODY = 5 * 1024 * 1024  # bytes; a 280x280 canvas PNG is ~10 kB
 SIDE = 28
@@ -179,15 +181,11 @@ class Predictor:
         self._lock = threading.Lock()
         self._decode = threading.BoundedSemaphore(2)  # large decodes at a time: bounds memory
         # Saliency backpropagates through one layer stack; ensembles have several.
-        self._saliency = _saliency_function() if hasattr(model, "layers") else None
+        self.has_saliency = hasattr(model, "layers")
         self.x_test = self.y_test = self.predicted = None
         if test is not None:
             self.x_test, self.y_test = test[0], np.asarray(test[1]).astype(np.int64)
             self.predicted = self.model.predict(self.x_test)
-
-    @property
-    def has_saliency(self) -> bool:
-        return self._saliency is not None
 
     def preprocess(self, data: bytes) -> np.ndarray:
         from ..data.preprocess import ImageError, load_digit, preprocess_image
@@ -208,26 +206,16 @@ class Predictor:
                 "input": image.tolist(), "saliency": saliency, **extra}
 
     def _saliency_map(self, image: np.ndarray, label: int) -> list | None:
-        if self._saliency is None:
+        if not self.has_saliency:
             return None
         try:
-            s = np.abs(np.asarray(self._saliency(self.model, image, label), dtype=np.float64))
+            s = saliency_map(self.model, image, label).astype(np.float64)
             s = s.reshape(SIDE, SIDE)
             top = float(s.max())
             s = s / top if top > 0 and math.isfinite(top) else np.zeros_like(s)
             return np.round(s, 4).tolist()
         except Exception:  # a failing optional view must not cost the prediction
             return None
-
-
-def _saliency_function():
-    """barenet.saliency.saliency_map(model, uint8 (28, 28), class) -> (28, 28), if present."""
-    try:
-        from .. import saliency
-    except ImportError:
-        return None
-    function = getattr(saliency, "saliency_map", None)
-    return function if callable(function) else None
 
 
 def _image_error_status(message: str) -> int:
