@@ -10,12 +10,10 @@ import math
 import numpy as np
 
 from .init import as_rng
-from .layers import LAYERS, Dense, Layer, Parameter, softmax
-from .parallel import run_rows
+from .layers import LAYERS, Layer, Parameter, softmax
+from .parallel import infer
 
 PIXEL_SCALE = 1.0 / 255.0
-SPARSE_MIN_ROWS = 256  # smallest uint8 chunk for which the first Dense skips empty pixels
-MAP_BATCH = 1000       # inference batch cap for models with feature maps (conv layers)
 
 
 def as_input(x: np.ndarray, dtype=np.float32) -> np.ndarray:
@@ -49,7 +47,12 @@ class Sequential:
                 return x.reshape(x.shape[0], 1, side, side)
         return x
 
+    as_input = staticmethod(as_input)
+
     def forward(self, x: np.ndarray) -> np.ndarray:
+        """(N, ...) -> logits (N, K); uint8 images are scaled to [0, 1] first, as everywhere."""
+        if x.dtype == np.uint8:
+            x = as_input(x)
         x = self._adapt(x)
         for layer in self.layers:
             x = layer.forward(x)
@@ -87,52 +90,21 @@ class Sequential:
     def logits(self, x: np.ndarray, batch_size: int = 10_000) -> np.ndarray:
         """Eval-mode outputs (N, K) before the softmax; uint8 images are scaled to [0, 1].
 
-        Each batch of an all-row-wise model (MLPs) is split across the BLAS threads, one
-        chunk per core with one BLAS thread each (barenet.parallel): the element-wise passes
-        then run on every core too, not only the GEMMs.
+        forward(x) in eval mode, batch by batch; parallel.infer computes it on every core.
         """
         was_training = self.training
         self.eval()
-        parallel = all(layer.row_parallel for layer in self.layers)
-        if not parallel:    # feature maps: 10,000 images of 32x24x24 floats alone are 740 MB
-            batch_size = min(batch_size, MAP_BATCH)
-        forward = self._forward_input
         try:
-            out = [run_rows(forward, x[i:i + batch_size]) if parallel
-                   else forward(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+            return infer(self, x, batch_size)
         finally:
             if was_training:
                 self.train()
             self.release()
-        return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
     def release(self) -> None:
         """Free every layer's kept activations and scratch buffers (see Layer.release)."""
         for layer in self.layers:
             layer.release()
-
-    def _forward_input(self, x: np.ndarray) -> np.ndarray:
-        """Eval-mode forward pass of raw input: uint8 images or float arrays."""
-        first = self.layers[0] if self.layers else None
-        if (x.dtype != np.uint8 or not isinstance(first, Dense) or self.training
-                or len(x) < SPARSE_MIN_ROWS):
-            return self.forward(as_input(x))
-        pixels = x.reshape(len(x), -1)
-        # A pixel that is 0 in every image of the chunk adds nothing to x @ W, so its column
-        # of x and row of W can go: digits leave the borders empty (about 28 % of the columns
-        # of a 512-image MNIST chunk), and the first GEMM, most of the work, shrinks with
-        # them. Gathering the uint8 columns and W's rows costs far less than that, except
-        # on small batches (W's rows are gathered per chunk): those take the plain path.
-        used = np.flatnonzero(pixels.any(axis=0))
-        weights = first.W.data
-        if len(used) < 0.9 * pixels.shape[1]:
-            pixels, weights = pixels[:, used], weights[used]
-        h = np.multiply(pixels, np.float32(PIXEL_SCALE), dtype=weights.dtype) @ weights
-        if first.b is not None:
-            h += first.b.data
-        for layer in self.layers[1:]:
-            h = layer.forward(h)
-        return h
 
     def predict_proba(self, x: np.ndarray, batch_size: int = 10_000) -> np.ndarray:
         """Class probabilities (N, K) in eval mode; uint8 images are scaled to [0, 1]."""

@@ -1,9 +1,9 @@
-"""Row-parallel inference: a large batch worked through by one thread per core.
+"""The fast paths that use every core: row-parallel inference and split-batch training.
 
-Why: on a large inference batch NumPy spends ~20 % of the time in element-wise passes
-(uint8 -> float, bias, ReLU) that run on one core while the BLAS GEMMs use all of them.
-Running the whole forward pass on row chunks in one Python thread per core (NumPy releases
-the GIL inside ufuncs and GEMMs) keeps every core busy all the time. Three details matter:
+Inference (`infer`, behind Sequential.logits): on a large batch NumPy spends a good share of
+the time in element-wise passes (uint8 -> float, bias, ReLU) that run on one core while the
+BLAS GEMMs use all of them. Running the whole forward pass on row chunks in one Python thread
+per core (NumPy releases the GIL inside ufuncs and GEMMs) keeps every core busy. Details:
 
 - BLAS must use one thread per call, or each chunk's GEMM would start a full set of BLAS
   threads and oversubscribe the cores (OpenBLAS then stalls badly): threadpoolctl sets that
@@ -12,10 +12,9 @@ the GIL inside ufuncs and GEMMs) keeps every core busy all the time. Three detai
   stay in the core's L2 cache from one layer to the next, and a thread that starts late or is
   preempted simply does fewer chunks instead of holding up the end.
 - Each thread is pinned to its own CPU for the duration (Linux), when the threads take all
-  the CPUs the process may use. Measured on a 2-vCPU VM:
-  after ~0.3 s idle, Linux woke the helper thread on the caller's CPU and the two threads
-  shared one core (10 involuntary context switches per call instead of 2): 38-42 ms instead
-  of 21 ms for 10,000 images. Pinned, it took 23-24 ms. The caller's affinity is restored.
+  the CPUs the process may use: unpinned, Linux can wake an idle helper thread on the
+  caller's CPU, and the two threads then share one core. The caller's affinity is restored.
+- Pixels that are 0 in every image of a chunk are skipped by the first Dense layer.
 
 Without threadpoolctl (a dependency, imported only when present) nothing runs in parallel:
 `run_rows` works through the chunks in the calling thread, which is always correct.
@@ -34,7 +33,11 @@ from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 
+from .layers import Dense
+
 CHUNK_ROWS = 512
+SPARSE_MIN_ROWS = 256   # smallest uint8 chunk for which the first Dense skips empty pixels
+MAP_BATCH = 1000        # inference batch cap for models with feature maps (conv layers)
 # Below this many rows per thread the GEMMs are too small to pay for the thread hand-off.
 MIN_ROWS_PER_THREAD = 1024
 
@@ -53,7 +56,7 @@ def _threadpool_controller():
 def _controller():
     """(threadpoolctl controller, BLAS threads now), or (None, 1) when it cannot help.
 
-    The thread count is read on every call (~2 us), so a threadpool_limits(1) set by the
+    The thread count is read on every call (it is cheap), so a threadpool_limits(1) set by the
     caller is honoured: inference then stays in the calling thread too.
     """
     controller = _threadpool_controller()
@@ -150,6 +153,46 @@ def run_rows(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray) -> np.ndarra
         _lock.release()
 
 
+def infer(model, x: np.ndarray, batch_size: int) -> np.ndarray:
+    """Eval-mode logits (N, K) of raw input x (uint8 images or floats), batch by batch.
+
+    The fast path behind Sequential.logits; the same numbers as model.forward(x) up to float
+    rounding. Each batch of an all-row-wise model (MLPs) is split across the cores (run_rows);
+    the model must already be in eval mode.
+    """
+    row_wise = all(layer.row_parallel for layer in model.layers)
+    if not row_wise:    # feature maps: 10,000 images of 32x24x24 floats alone are 740 MB
+        batch_size = min(batch_size, MAP_BATCH)
+    forward = functools.partial(_forward_raw, model)
+    out = [run_rows(forward, x[i:i + batch_size]) if row_wise
+           else forward(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def _forward_raw(model, x: np.ndarray) -> np.ndarray:
+    """Eval-mode forward pass of raw input: uint8 images or float arrays."""
+    first = model.layers[0] if model.layers else None
+    if (x.dtype != np.uint8 or not isinstance(first, Dense) or model.training
+            or len(x) < SPARSE_MIN_ROWS):
+        return model.forward(model.as_input(x))
+    pixels = x.reshape(len(x), -1)
+    # A pixel that is 0 in every image of the chunk adds nothing to x @ W, so its column
+    # of x and row of W can go: digits leave the borders empty (about 28 % of the columns
+    # of a 512-image MNIST chunk), and the first GEMM, most of the work, shrinks with
+    # them. Gathering the uint8 columns and W's rows costs far less than that, except
+    # on small batches (W's rows are gathered per chunk): those take the plain path.
+    used = np.flatnonzero(pixels.any(axis=0))
+    weights = first.W.data
+    if len(used) < 0.9 * pixels.shape[1]:
+        pixels, weights = pixels[:, used], weights[used]
+    h = model.as_input(pixels, weights.dtype) @ weights
+    if first.b is not None:
+        h += first.b.data
+    for layer in model.layers[1:]:
+        h = layer.forward(h)
+    return h
+
+
 # Training: a batch split across the cores -------------------------------------------------
 
 MIN_PART_ROWS = 32              # below this many images per part the GEMMs get too thin
@@ -219,8 +262,9 @@ class SplitBatch:
     thread per call and pins each thread to its own CPU meanwhile.
     """
 
-    def __init__(self, model, parts: int = 2):
+    def __init__(self, model, parts: int = 2, *, whole_step=None):
         self.model, self.parts = model, parts
+        self.whole_step = whole_step    # train_step for batches too small to split
         params = model.parameters()
         dtype = params[0].data.dtype if params else np.float32
         self.replicas = [type(model).from_architecture(model.architecture(), dtype=dtype)
@@ -262,6 +306,19 @@ class SplitBatch:
         for layers in self.norms:
             for layer in layers:
                 layer.batch_sums = None
+
+    def train_step(self, model, loss, optimizer, x: np.ndarray,
+                   y: np.ndarray) -> tuple[float, int]:
+        """training.train_step with the batch in K parts: (mean loss, correct predictions).
+
+        `model` is this split's model; batches under MIN_SPLIT_BATCH go to `whole_step`.
+        """
+        if len(x) < MIN_SPLIT_BATCH and self.whole_step is not None:
+            return self.whole_step(model, loss, optimizer, x, y)
+        batch_loss, correct, finite = self.step(x, y, loss)
+        if finite:
+            optimizer.step()
+        return batch_loss, correct
 
     def step(self, inputs: np.ndarray, labels: np.ndarray, loss) -> tuple[float, int, bool]:
         """Fill every parameter's .grad for the batch: (mean loss, correct predictions, finite)."""
@@ -307,7 +364,7 @@ class SplitBatch:
         logits = model.forward(x)
         part_loss, grad = loss(logits, y)
         # Backward runs even on a non-finite loss: batch norm's exchanges need every part
-        # (fit stops on the returned flag; nothing updates the weights).
+        # (train_step skips the update on the returned flag).
         grad *= len(x) / m
         model.backward(grad)
         return (part_loss, int(np.count_nonzero(logits.argmax(axis=1) == y)),
