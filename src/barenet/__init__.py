@@ -40,7 +40,15 @@ from .optim import (
     StepDecay,
 )
 from .serialize import load_model, save_model
-from .training import Callback, EarlyStopping, History, evaluate, fit, split_validation
+from .training import (
+    Callback,
+    EarlyStopping,
+    History,
+    evaluate,
+    fit,
+    split_validation,
+    train_step,
+)
 
 __all__ = [
     "AvgPool2D", "BatchNorm2d", "Conv2D", "Dropout2d", "Ensemble", "GlobalAvgPool2D",
@@ -49,5 +57,5 @@ __all__ = [
     "OneCycle", "Parameter", "RMSprop", "ReLU", "ReduceOnPlateau", "Sequential", "SiLU",
     "Sigmoid", "Softmax", "StepDecay", "Tanh", "evaluate", "fit", "load_model",
     "mean_squared_error", "mlp", "save_model", "softmax_cross_entropy", "split_validation",
-    "__version__",
+    "train_step", "__version__",
 ]

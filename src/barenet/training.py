@@ -6,6 +6,7 @@ stopping are callbacks. Shuffling permutes indices, never the data.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -17,7 +18,7 @@ from .init import as_rng
 from .losses import softmax_cross_entropy
 from .model import PIXEL_SCALE, Sequential
 from .optim import Optimizer, ReduceOnPlateau, Schedule
-from .parallel import MIN_SPLIT_BATCH, SplitBatch, training_parts
+from .parallel import SplitBatch, training_parts
 
 LossFn = Callable[[np.ndarray, np.ndarray], tuple[float, np.ndarray]]
 
@@ -156,6 +157,20 @@ def evaluate(model: Sequential, x: np.ndarray, labels: np.ndarray, *,
     return {"loss": total_loss / n, "accuracy": correct / n}
 
 
+def train_step(model: Sequential, loss: LossFn, optimizer: Optimizer, x: np.ndarray,
+               y: np.ndarray) -> tuple[float, int]:
+    """One gradient step on a batch x (N, ...), labels y (N,): (mean loss, correct predictions).
+
+    A non-finite loss leaves the weights as they were (fit then stops with TrainingDiverged).
+    """
+    logits = model.forward(x)                           # (N, K)
+    batch_loss, grad = loss(logits, y)                  # grad: d loss / d logits, (N, K)
+    if math.isfinite(batch_loss):
+        model.backward(grad)                            # fills every Parameter.grad
+        optimizer.step()
+    return batch_loss, int(np.count_nonzero(logits.argmax(axis=1) == y))
+
+
 def fit(model: Sequential, loss: LossFn, optimizer: Optimizer, x: np.ndarray, y: np.ndarray, *,
         epochs: int, batch_size: int = 128, validation: tuple | None = None,
         callbacks: Sequence[Callback] = (), rng=None, schedule: Schedule | None = None,
@@ -173,104 +188,103 @@ def fit(model: Sequential, loss: LossFn, optimizer: Optimizer, x: np.ndarray, y:
     model.train()
     for cb in callbacks:
         cb.on_train_begin(state)
-    # A diverging run is reported once, by the finiteness check below, not by a stream of
+    batches = Batches(x, y, batch_size)
+    # Conv models train each batch as one part per core when they can (parallel.py).
+    parts = training_parts(model, batch_size)
+    split = SplitBatch(model, parts, whole_step=train_step) if parts > 1 else None
+    # A diverging run is reported once, by the finiteness checks below, not by a stream of
     # overflow warnings from every ufunc on the way there.
-    with np.errstate(over="ignore", invalid="ignore"):
-        _epochs(model, loss, optimizer, x, y, epochs, batch_size, validation, callbacks,
-                schedule, state, augment)
+    with np.errstate(over="ignore", invalid="ignore"), split or contextlib.nullcontext():
+        step = split.train_step if split else train_step
+        while state.epoch < epochs:
+            epoch, start = state.epoch, time.perf_counter()
+            sum_loss, correct = 0.0, 0
+            for b, (xb, yb) in enumerate(batches.shuffled(state.rng)):
+                _set_learning_rate(optimizer, state, schedule, epoch, b / len(batches))
+                if augment is not None:
+                    xb = augment(xb, state.rng)
+                batch_loss, batch_correct = step(model, loss, optimizer, xb, yb)
+                if not math.isfinite(batch_loss):
+                    raise TrainingDiverged(
+                        f"loss became {batch_loss} at epoch {epoch + 1}, batch {b + 1}; "
+                        f"lower the learning rate (now {optimizer.lr:g}) or clip gradients")
+                sum_loss += batch_loss * len(yb)
+                correct += batch_correct
+                for cb in callbacks:
+                    cb.on_batch_end(b, {"loss": batch_loss, "batch": b, "batches": len(batches)})
+            _check_weights(model, optimizer, epoch)
+            logs = {"epoch": epoch + 1, "loss": sum_loss / len(x), "accuracy": correct / len(x),
+                    "lr": optimizer.lr}
+            if validation is not None:
+                val = evaluate(model, validation[0], validation[1], loss=loss)
+                logs["val_loss"], logs["val_accuracy"] = val["loss"], val["accuracy"]
+            logs["time"] = time.perf_counter() - start
+            if state.plateau is not None:
+                state.plateau.update(logs.get("val_loss", logs["loss"]), state.base_lr)
+            state.history.append(logs)
+            state.epoch = epoch + 1
+            if any([cb.on_epoch_end(epoch, logs) for cb in callbacks]):    # every one is called
+                break
     for cb in callbacks:
         cb.on_train_end(state)
     model.eval()
     return state.history
 
 
-def _epochs(model, loss, optimizer, x, y, epochs, batch_size, validation, callbacks,
-            schedule, state, augment):
-    # Conv models train each batch as one part per core when they can (parallel.py).
-    parts = training_parts(model, batch_size)
-    if parts > 1:
-        with SplitBatch(model, parts) as split:
-            _epoch_loop(model, loss, optimizer, x, y, epochs, batch_size, validation,
-                        callbacks, schedule, state, augment, split)
-    else:
-        _epoch_loop(model, loss, optimizer, x, y, epochs, batch_size, validation, callbacks,
-                    schedule, state, augment, None)
+def _set_learning_rate(optimizer, state: TrainState, schedule: Schedule | None, epoch: int,
+                       progress: float) -> None:
+    """The schedule's rate at `epoch` + `progress` (0 to 1), times the plateau's reduction."""
+    scale = state.plateau.scale if state.plateau else 1.0
+    if schedule is not None:
+        t = epoch + (progress if schedule.per_batch else 0.0)
+        optimizer.lr = state.base_lr * scale * schedule.factor(t)
+    elif state.plateau is not None:
+        optimizer.lr = state.base_lr * scale
 
 
-def _epoch_loop(model, loss, optimizer, x, y, epochs, batch_size, validation, callbacks,
-                schedule, state, augment, split):
-    rng = state.rng
-    n = len(x)
-    n_batches = math.ceil(n / batch_size)
-    feature_shape = x.shape[1:]
-    # Batch buffers live across the whole run: gather indices into them, never reallocate.
-    xb = np.empty((batch_size, *feature_shape), dtype=np.float32)
-    raw = np.empty((batch_size, *feature_shape), dtype=x.dtype) if x.dtype == np.uint8 else None
-    yb = np.empty(batch_size, dtype=y.dtype)
-    order = np.arange(n)
-    scale = np.float32(PIXEL_SCALE)
-    stop = False
-    while state.epoch < epochs and not stop:
-        epoch = state.epoch
-        start = time.perf_counter()
-        order[:] = np.arange(n)
-        rng.shuffle(order)
-        lr_scale = state.plateau.scale if state.plateau else 1.0
-        sum_loss, correct = 0.0, 0
-        for b in range(n_batches):
-            idx = order[b * batch_size:(b + 1) * batch_size]
-            m = len(idx)
-            if schedule is not None:
-                t = epoch + (b / n_batches if schedule.per_batch else 0.0)
-                optimizer.lr = state.base_lr * lr_scale * schedule.factor(t)
-            elif state.plateau is not None:
-                optimizer.lr = state.base_lr * lr_scale
-            # mode="clip": with out= and the default mode="raise", take copies through a
-            # bounds-checked buffer (twice the time); a slice of a permutation needs no check.
-            if raw is not None:
-                np.take(x, idx, axis=0, out=raw[:m], mode="clip")
-                # uint8 -> float32 as a plain cast then an in-place float32 multiply: two
-                # SIMD loops, ~15 % faster than one mixed-type multiply; bit for bit the same.
-                np.copyto(xb[:m], raw[:m])
-                xb[:m] *= scale
-            else:
-                np.take(x, idx, axis=0, out=xb[:m], mode="clip")
-            np.take(y, idx, out=yb[:m], mode="clip")
-            inputs = augment(xb[:m], rng) if augment is not None else xb[:m]
-            if split is not None and m >= MIN_SPLIT_BATCH:
-                batch_loss, batch_correct, finite = split.step(inputs, yb[:m], loss)
-            else:
-                logits = model.forward(inputs)
-                batch_loss, grad = loss(logits, yb[:m])
-                finite = math.isfinite(batch_loss)
-                if finite:
-                    model.backward(grad)
-                    batch_correct = int(np.count_nonzero(logits.argmax(axis=1) == yb[:m]))
-            if not finite:
-                raise TrainingDiverged(
-                    f"loss became {batch_loss} at epoch {epoch + 1}, batch {b + 1}; "
-                    f"lower the learning rate (now {optimizer.lr:g}) or clip gradients")
-            optimizer.step()
-            sum_loss += batch_loss * m
-            correct += batch_correct
-            for cb in callbacks:
-                cb.on_batch_end(b, {"loss": batch_loss, "batch": b, "batches": n_batches})
-        # The last step of an epoch can overflow the weights with every loss still finite;
-        # caught here, before callbacks would checkpoint them as "the last good" epoch.
-        if not all(np.isfinite(p.data).all() for p in model.parameters()):
-            raise TrainingDiverged(
-                f"the weights became infinite or NaN at the end of epoch {epoch + 1}; lower "
-                f"the learning rate (now {optimizer.lr:g}) or clip gradients")
-        logs = {"epoch": epoch + 1, "loss": sum_loss / n, "accuracy": correct / n,
-                "lr": optimizer.lr}
-        if validation is not None:
-            val = evaluate(model, validation[0], validation[1], loss=loss)
-            logs["val_loss"], logs["val_accuracy"] = val["loss"], val["accuracy"]
-        logs["time"] = time.perf_counter() - start
-        if state.plateau is not None:
-            state.plateau.update(logs.get("val_loss", logs["loss"]), state.base_lr)
-        state.history.append(logs)
-        state.epoch = epoch + 1
-        for cb in callbacks:
-            if cb.on_epoch_end(epoch, logs):
-                stop = True
+def _check_weights(model: Sequential, optimizer: Optimizer, epoch: int) -> None:
+    # The last step of an epoch can overflow the weights with every loss still finite;
+    # caught here, before callbacks would checkpoint them as "the last good" epoch.
+    if not all(np.isfinite(p.data).all() for p in model.parameters()):
+        raise TrainingDiverged(
+            f"the weights became infinite or NaN at the end of epoch {epoch + 1}; lower "
+            f"the learning rate (now {optimizer.lr:g}) or clip gradients")
+
+
+class Batches:
+    """Shuffled mini-batches (x[idx], y[idx]) of a data set, gathered into buffers allocated
+    once; uint8 images arrive as float32 pixels in [0, 1]. Shuffling permutes indices only.
+    The batches yielded are views of those buffers, valid until the next one.
+    """
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int):
+        self.x, self.y, self.batch_size = x, y, batch_size
+        self.xb = np.empty((batch_size, *x.shape[1:]), dtype=np.float32)
+        self.raw = np.empty_like(self.xb, dtype=x.dtype) if x.dtype == np.uint8 else None
+        self.yb = np.empty(batch_size, dtype=y.dtype)
+        self.order = np.arange(len(x))
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.x) / self.batch_size)
+
+    def shuffled(self, rng: np.random.Generator):
+        self.order[:] = np.arange(len(self.x))
+        rng.shuffle(self.order)
+        for b in range(len(self)):
+            idx = self.order[b * self.batch_size:(b + 1) * self.batch_size]
+            yield self._gather(idx)
+
+    def _gather(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        m = len(idx)
+        # mode="clip": with out= the default mode="raise" copies through a bounds-checked
+        # buffer; a slice of a permutation needs no check.
+        if self.raw is not None:
+            np.take(self.x, idx, axis=0, out=self.raw[:m], mode="clip")
+            # uint8 -> float32 as a plain cast, then an in-place float32 multiply: two
+            # SIMD loops instead of one mixed-type one, and bit for bit as_input's numbers.
+            np.copyto(self.xb[:m], self.raw[:m])
+            self.xb[:m] *= np.float32(PIXEL_SCALE)
+        else:
+            np.take(self.x, idx, axis=0, out=self.xb[:m], mode="clip")
+        np.take(self.y, idx, out=self.yb[:m], mode="clip")
+        return self.xb[:m], self.yb[:m]
