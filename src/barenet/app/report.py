@@ -373,8 +373,13 @@ def command(run, open_browser, data_dir, png_dir, only):
                       "give --png-dir DIR too (report.html always has them all)")
     require("plots", "report")
     start = time.perf_counter()
-    from .rundir import claim
-    with claim(Path(run), resume=True):              # not while a training writes there
+    from contextlib import nullcontext
+
+    from .rundir import MODEL_FILE, claim
+    # A finished run is locked while its report is written (not beside a training); anything
+    # else gets write_report's own message.
+    finished = (Path(run) / MODEL_FILE).is_file()
+    with claim(Path(run), resume=True) if finished else nullcontext():
         path = write_report(run, data_dir=data_dir, strict=True, png_dir=png_dir, only=names)
     click.echo(f"wrote {path} ({time.perf_counter() - start:.1f} s)")
     if open_browser:
