@@ -27,15 +27,10 @@ class Failure(click.ClickException):
 def _user_errors():
     """Exception types whose message is a complete one-line explanation for the user."""
     from ..config import ConfigError
+    from ..data.preprocess import ImageError
     from ..serialize import ModelFileError
     from .runs import RunError
-    errors = [ConfigError, ModelFileError, RunError]
-    try:
-        from ..data.preprocess import ImageError
-        errors.append(ImageError)
-    except ImportError:  # pragma: no cover
-        pass
-    return tuple(errors)
+    return (ConfigError, ModelFileError, RunError, ImageError)
 
 
 # Commands that live in their own modules, imported only when used: "name": "module:attribute".
