@@ -58,6 +58,19 @@ def cli(*args, fake_data: bool = True, env: dict | None = None, timeout: float =
     return Done(done.returncode, done.stdout, done.stderr)
 
 
+def run_main(capsys, *args) -> Done:
+    """`barenet ARGS` in this process (faster; for cases that need no process of their own)."""
+    from barenet.app.cli import main
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return Done(code, captured.out, captured.err)
+
+
+# The files of a finished run.
+RUN_FILES = {"checkpoint.safetensors", "config.json", "history.json", "metrics.json",
+             "model.safetensors"}
+
+
 def popen(*args, env: dict | None = None, **kw) -> subprocess.Popen:
     """Start `barenet ARGS` (synthetic digits) without waiting for it."""
     full_env = {**os.environ, "BARENET_OFFLINE": "1", "NO_COLOR": "1", **(env or {})}

@@ -18,25 +18,12 @@ import pytest
 
 from barenet.app.cli import main
 from barenet.serialize import load_arrays
-from conftest import assert_error, cli, popen, snapshot
+from conftest import RUN_FILES, Done, assert_error, cli, popen, run_main, snapshot
 
 pytestmark = pytest.mark.reliability
 
 FAST = ["--epochs", "2", "--batch-size", "100", "--set", "model.hidden=[16]",
         "--set", "data.validation=100", "--set", "schedule.name='none'", "-q"]
-RUN_FILES = {"checkpoint.safetensors", "config.json", "history.json", "metrics.json",
-             "model.safetensors"}
-
-
-class Done:
-    def __init__(self, code, out, err):
-        self.code, self.out, self.err = code, out, err
-
-
-def run_main(capsys, *args) -> Done:
-    code = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return Done(code, captured.out, captured.err)
 
 
 # 1. An existing directory that is not a barenet run is refused, whatever it holds.

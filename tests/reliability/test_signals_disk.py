@@ -18,27 +18,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from barenet.app.cli import main
 from barenet.serialize import load_arrays
-from conftest import assert_error, cli, popen, snapshot, stray_files
+from conftest import Done, assert_error, cli, popen, run_main, snapshot, stray_files
 
 pytestmark = pytest.mark.reliability
 
 ARGS = ["--batch-size", "100", "--set", "data.validation=0", "--set", "schedule.name='none'",
         "-q"]
-RUN_FILES = {"checkpoint.safetensors", "config.json", "history.json", "metrics.json",
-             "model.safetensors"}
-
-
-class Done:
-    def __init__(self, code, out, err):
-        self.code, self.out, self.err = code, out, err
-
-
-def run_main(capsys, *args) -> Done:
-    code = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return Done(code, captured.out, captured.err)
 
 
 def checkpoint_epoch(out: Path) -> int:
