@@ -13,15 +13,9 @@ from pathlib import Path
 
 import click
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-
-class Failure(click.ClickException):
-    """One-line error with an exit code; raised by commands, printed by main()."""
-
-    def __init__(self, message: str, code: int = EXIT_USAGE):
-        super().__init__(message)
-        self.exit_code = code
+from .common import (  # noqa: F401 - commands and tests import these from cli too
+    EXIT_FAIL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Failure, dataset_of, load_model_arg, one_line,
+)
 
 
 def _user_errors():
@@ -350,17 +344,7 @@ def _train_seeds(config, out_dir: Path, seeds: int, data_dir, quiet: bool) -> in
     return EXIT_OK
 
 
-def _load_model(model_arg: str | None):
-    """Load MODEL (run directory, model file or shipped name); None: the default shipped one."""
-    from ..serialize import load_model
-    from .runs import resolve_model_path
-    if model_arg is None:
-        from .shipped import DEFAULT, shipped_path
-        if shipped_path(DEFAULT) is None:
-            raise Failure("no MODEL given and this installation ships no model: give a run "
-                          "directory or a model file")
-        model_arg = DEFAULT
-    return load_model(resolve_model_path(model_arg))
+_load_model = load_model_arg
 
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -374,7 +358,7 @@ def _is_image_file(arg: str | None) -> bool:
 
 def _test_set(meta: dict, data_dir):
     from ..data import load_dataset
-    dataset = (meta.get("config") or {}).get("data", {}).get("dataset", "mnist")
+    dataset = dataset_of(meta)
     _, (x_test, y_test) = load_dataset(dataset, data_dir)
     return dataset, x_test, y_test
 
@@ -542,11 +526,6 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_FAIL
         return _last_resort(exc)
     return result if isinstance(result, int) else EXIT_OK
-
-
-def one_line(message) -> str:
-    """Any message as one line (an exception's text may hold newlines)."""
-    return " ".join(str(message).split())
 
 
 def _last_resort(exc: BaseException) -> int:

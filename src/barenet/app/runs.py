@@ -48,6 +48,7 @@ from ..training import (
     fit,
     split_validation,
 )
+from .common import resolve_model_path  # noqa: F401 - used as runs.resolve_model_path
 from .progress import HISTORY_FILE, PROGRESS_FILE, LiveFiles
 from .rundir import (  # noqa: F401 - RunError and friends are used as runs.RunError
     CHECKPOINT_FILE,
@@ -336,28 +337,3 @@ def load_run_config(run: Path) -> Config:
     return from_dict(raw)
 
 
-def resolve_model_path(model: str | Path) -> Path:
-    """MODEL may be a run directory (its model.safetensors), a model file, or the name of a
-    shipped model (`barenet models`) when no file or directory has that name."""
-    path = Path(model)
-    if not path.exists():
-        from .shipped import SHIPPED, shipped_path
-        packaged = shipped_path(str(model))
-        if packaged is not None:
-            return packaged
-        raise ModelFileError(f"{model}: no such run directory or model file, and not a "
-                             f"shipped model ({', '.join(SHIPPED)}; see `barenet models`)")
-    if path.is_dir():
-        if (path / MODEL_FILE).exists():
-            return path / MODEL_FILE
-        if (path / CHECKPOINT_FILE).exists():         # a run stopped before its end
-            raise ModelFileError(f"{model}: the run has no {MODEL_FILE} yet (training did "
-                                 f"not finish); `barenet train --resume {model}` continues it")
-        inside = sorted(p.parent for p in path.glob(f"*/{MODEL_FILE}"))
-        if inside:
-            shown = ", ".join(map(str, inside[:3])) + (", ..." if len(inside) > 3 else "")
-            raise ModelFileError(f"{model}: not a run directory (no {MODEL_FILE}); the runs "
-                                 f"in it: {shown}")
-        raise ModelFileError(f"{model}: not a run directory (no {MODEL_FILE}): give a run "
-                             f"directory written by `barenet train`, or a model file")
-    return path
