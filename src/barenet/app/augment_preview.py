@@ -28,7 +28,7 @@ def command(config_file, overrides, out, digits, copies, seed, data_dir):
     from ..config import load_config
     from ..data import load_dataset
     from ..data.augment import Augmenter
-    from .cli import Failure
+    from .common import Failure
     from .extras import require
 
     require("plots", "augment-preview")

@@ -331,7 +331,7 @@ def command(runs_dir, host, port, open_page):
     Finished, running and interrupted runs are listed, with sweep trials and multi-seed runs
     one level deeper; the page updates every 2 s while runs train.
     """
-    from .cli import Failure
+    from .common import Failure
     from .server import _bind, _is_loopback
 
     root = Path(runs_dir)

@@ -30,8 +30,8 @@ def command(runs, out, tta, data_dir):
     from ..ensemble import TTA_PRESETS, Ensemble, save_ensemble
     from ..serialize import load_model
     from ..training import evaluate
-    from .cli import Failure
-    from .runs import MODEL_FILE, resolve_model_path, write_json
+    from .common import Failure, dataset_of, resolve_model_path
+    from .runs import MODEL_FILE, write_json
 
     if len(runs) < 2 and tta == "none":
         raise Failure("an ensemble needs at least two runs (or one run with --tta)")
@@ -48,7 +48,7 @@ def command(runs, out, tta, data_dir):
             raise Failure(f"{run}: is itself an ensemble; give the member runs instead")
         members.append(model)
         sources.append(str(path))
-        datasets.append((meta.get("config") or {}).get("data", {}).get("dataset", "mnist"))
+        datasets.append(dataset_of(meta))
     if len(set(datasets)) > 1:
         raise Failure(f"the runs were trained on different datasets: {', '.join(datasets)}")
     dataset = datasets[0]

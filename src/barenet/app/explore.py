@@ -259,10 +259,10 @@ class ExploreApp(App):
 def build_app(model_arg: str, data_dir=None, start: int = 0) -> ExploreApp:
     """Load MODEL and its test set, compute every probability once, return the app."""
     from .. import data
-    from .cli import _load_model
+    from .common import dataset_of, load_model_arg
 
-    net, meta = _load_model(model_arg)
-    dataset = (meta.get("config") or {}).get("data", {}).get("dataset", "mnist")
+    net, meta = load_model_arg(model_arg)
+    dataset = dataset_of(meta)
     _, (x_test, y_test) = data.load_dataset(dataset, data_dir)
     probs = net.predict_proba(x_test)
     accuracy = float(np.mean(probs.argmax(axis=1) == y_test))
@@ -281,7 +281,7 @@ def command(model, start, data_dir):
     MODEL: run dir, model file or shipped name; left out, the default shipped model."""
     import sys
 
-    from .cli import Failure
+    from .common import Failure
     from .extras import require
     from .shipped import DEFAULT
 

@@ -24,9 +24,8 @@ def command(model, out, rows, float_input, force):
     Outputs "label" (N,) and "probabilities" (N, K), checked by onnx.checker.
     """
     from ..serialize import ModelFileError, load_model
-    from .cli import EXIT_FAIL, Failure
+    from .common import EXIT_FAIL, Failure, resolve_model_path
     from .extras import _present, message
-    from .runs import resolve_model_path
 
     if not _present("onnx"):
         raise Failure(message("export", "onnx", ["onnx"]), EXIT_FAIL)

@@ -11,6 +11,8 @@ import importlib.util
 
 import click
 
+from .common import EXIT_FAIL, Failure
+
 # extra -> the modules it provides (a tuple inside: any one of them will do).
 EXTRAS: dict[str, tuple] = {
     "plots": ("matplotlib",),
@@ -54,7 +56,6 @@ def require(extra: str, command: str) -> None:
     """Raise a one-line Failure (exit 1) naming what to install, unless `extra` is present."""
     missing = missing_packages(extra)
     if missing:
-        from .cli import EXIT_FAIL, Failure
         raise Failure(message(command, extra, missing), EXIT_FAIL)
 
 
@@ -74,7 +75,6 @@ def stand_in(name: str, short_help: str, extra: str) -> click.Command:
     line = message(name, extra, missing_packages(extra) or [extra])
 
     def callback(args):
-        from .cli import EXIT_FAIL, Failure
         raise Failure(line, EXIT_FAIL)
 
     return click.Command(

@@ -166,7 +166,7 @@ def command(config_file, overrides, start, end, steps, out, data_dir, as_json) -
     Uses the config's data, model, optimizer, loss and batch size; its schedule is ignored.
     """
     from ..config import load_config
-    from .cli import Failure
+    from .common import Failure
     from .extras import require
     from .runs import Prepared
 
