@@ -16,110 +16,18 @@ from pathlib import Path
 import click
 
 from ..training import Callback
-from .cli import EXIT_FAIL, EXIT_INTERRUPTED, EXIT_OK, Failure
-from .sweep_spec import Spec, SpecError, load_spec, make_pruner, make_sampler, suggest
-
-STUDY_FILE = "study.db"
-SWEEP_FILE = "sweep.json"
-SPEC_ATTR = "barenet_spec"
-MAX_RETRY = 1
-
-
-def trial_dir(out: Path, number: int) -> Path:
-    return Path(out) / f"trial-{number:04d}"
-
-
-def sqlite_url(out: Path) -> str:
-    return f"sqlite:///{Path(out).resolve() / STUDY_FILE}"
-
-
-def _quiet_optuna() -> None:
-    import logging
-    import warnings
-
-    import optuna
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    logging.getLogger("alembic").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-
-
-def make_storage(url: str, heartbeat_interval: int):
-    """Optuna's RDBStorage with heartbeats; a stale trial is failed and retried once."""
-    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
-    from sqlalchemy.exc import ArgumentError
-
-    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    shown = _masked(url)
-    if url.startswith(("postgresql://", "postgres://")):
-        url = "postgresql+psycopg://" + url.split("://", 1)[1]   # psycopg 3 driver
-    for attempt in range(3):
-        try:
-            return RDBStorage(url, engine_kwargs=engine_kwargs,
-                              heartbeat_interval=heartbeat_interval,
-                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
-                                  max_retry=MAX_RETRY))
-        except ImportError as exc:
-            raise Failure(f"--storage {shown}: {exc} (pip install 'barenet[sweep]')") from None
-        except ArgumentError as exc:        # not a database URL SQLAlchemy knows
-            raise Failure(f"--storage {shown}: {exc}") from None
-        except Exception as exc:   # SQLAlchemy/driver: unreachable server, bad URL, or two
-            last = exc             # machines creating the tables at once (then try again)
-            time.sleep(1.0 + attempt)
-    first = str(last).strip().splitlines()[0] if str(last).strip() else type(last).__name__
-    raise Failure(f"--storage {shown}: {first}", EXIT_FAIL)
-
-
-def _masked(url: str) -> str:
-    """The URL without its password (sweep.json and messages never show one)."""
-    from urllib.parse import urlsplit, urlunsplit
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-def open_study(spec: Spec, url: str, name: str, worker: int = 0, create: bool = False,
-               storage=None):
-    """Create the study (once, before workers start) or load it; refuse another spec's study."""
-    import optuna
-
-    storage = storage or make_storage(url, spec.heartbeat_interval)
-    kwargs = dict(storage=storage, study_name=name, sampler=make_sampler(spec, worker),
-                  pruner=make_pruner(spec))
-    if create:
-        for attempt in range(3):   # two machines creating one schema at once: try again
-            try:
-                study = optuna.create_study(direction="maximize", load_if_exists=True, **kwargs)
-                break
-            except Exception:
-                if attempt == 2:
-                    raise
-                time.sleep(1.0 + attempt)
-        saved = study.user_attrs.get(SPEC_ATTR)
-        if saved is None:
-            study.set_user_attr(SPEC_ATTR, spec.to_json())
-            study.set_user_attr("description", spec.description)
-        elif saved != spec.to_json():
-            raise Failure(f"study {name!r} in {_masked(url)} was started with another spec; "
-                          f"give another --study or --out")
-        return study
-    return optuna.load_study(**kwargs)
-
-
-def retried(trials) -> set[int]:
-    """Numbers of the trials that a later trial retries (RetryHeartbeatStaleTrialCallback)."""
-    return {n for t in trials for n in t.system_attrs.get("retry_history", [])}
-
-
-def counted(trials) -> list:
-    """The trials that count towards --trials: finished or running, less retried and surplus."""
-    from optuna.trial import TrialState
-    again = retried(trials)
-    return [t for t in trials
-            if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING,
-                           TrialState.FAIL)
-            and t.number not in again and not t.user_attrs.get("surplus")]
+from .common import EXIT_FAIL, EXIT_INTERRUPTED, EXIT_OK, Failure
+from .sweep_spec import Spec, SpecError, load_spec, suggest
+from .sweep_study import (
+    SWEEP_FILE,
+    counted,
+    make_storage,
+    masked,
+    open_study,
+    quiet_optuna,
+    sqlite_url,
+    trial_dir,
+)
 
 
 class PruneOnValidation(Callback):
@@ -212,7 +120,7 @@ def work(spec: Spec, url: str, name: str, out: Path, target: int, deadline: floa
     from optuna.storages import fail_stale_trials
     from optuna.trial import TrialState
 
-    _quiet_optuna()
+    quiet_optuna()
     study = open_study(spec, url, name, worker)
     objective = Objective(spec, out, target, data_dir, label)
     while deadline is None or time.time() < deadline:
@@ -323,7 +231,7 @@ def command(spec_file, out, storage, study_name, trials, timeout, jobs, data_dir
     if out.exists() and not out.is_dir():
         raise Failure(f"--out {out} is a file, not a directory")
     name = study_name or stem
-    _quiet_optuna()
+    quiet_optuna()
     if storage is None:
         out.mkdir(parents=True, exist_ok=True)
         url = sqlite_url(out)
@@ -333,11 +241,11 @@ def command(spec_file, out, storage, study_name, trials, timeout, jobs, data_dir
     open_study(spec, url, name, create=True, storage=storage)
     out.mkdir(parents=True, exist_ok=True)
     from .runs import write_json
-    write_json(out / SWEEP_FILE, {"study": name, "storage": _masked(url),
+    write_json(out / SWEEP_FILE, {"study": name, "storage": masked(url),
                                   "spec": str(Path(spec_file)), "target_trials": target})
     storage.engine.dispose()      # workers open their own connections
     deadline = time.time() + (timeout or spec.timeout) if (timeout or spec.timeout) else None
-    click.echo(f"study {name!r} in {_masked(url)}: {target} trials, sampler "
+    click.echo(f"study {name!r} in {masked(url)}: {target} trials, sampler "
                f"{spec.sampler['name']}, pruner {spec.pruner['name']}, {jobs} worker(s); "
                f"trials in {out}/trial-NNNN", err=True)
     args = (spec, url, name, out, target, deadline, data_dir)

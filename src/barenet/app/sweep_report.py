@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from .cli import Failure
+from .common import Failure
 
 REPORT_FILE = "sweep-report.html"
 BEST_FILE = "best.toml"
@@ -157,8 +157,8 @@ def write_plots(study, out: Path, grid: bool) -> dict[str, str]:
     import optuna
     from optuna.visualization import matplotlib as ovm
 
-    from .sweep import _quiet_optuna
-    _quiet_optuna()
+    from .sweep_study import quiet_optuna
+    quiet_optuna()
     complete = [t for t in study.get_trials(deepcopy=False)
                 if t.state == optuna.trial.TrialState.COMPLETE]
     results: dict[str, str] = {}
@@ -282,7 +282,7 @@ def command(sweep_dir, storage, study_name):
     """Write DIR/sweep-report.html, the plots and DIR/best.toml for a sweep."""
     import optuna
 
-    from .sweep import SWEEP_FILE, _quiet_optuna, make_storage
+    from .sweep_study import SWEEP_FILE, make_storage, quiet_optuna
 
     out = Path(sweep_dir)
     info = _read_json(out / SWEEP_FILE)
@@ -292,7 +292,7 @@ def command(sweep_dir, storage, study_name):
     url = storage or info.get("storage")
     if "***" in url:
         raise Failure(f"{out}/{SWEEP_FILE} has no password for {url}; give --storage URL")
-    _quiet_optuna()
+    quiet_optuna()
     try:
         study = optuna.load_study(storage=make_storage(url, 60),
                                   study_name=study_name or info["study"])
