@@ -110,7 +110,7 @@ def test_menu_shows_paths_with_brackets(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)                           # no ./runs here
     answers = iter(["2", "nowhere[x]", "q"])
     screen = Console(file=io.StringIO(), width=200)
-    assert run_menu(ask=lambda prompt, default=None: next(answers),
+    assert run_menu(main, ask=lambda prompt, default=None: next(answers),
                     echo=lambda text="": screen.print(text)) == 0
     assert "nowhere[x]: no such run directory" in screen.file.getvalue()
 

@@ -388,14 +388,13 @@ def scripted_menu(answers, monkeypatch):
     """Run the menu on scripted answers; (argv lists given to cli.main, lines shown)."""
     from barenet.app.menu import run_menu
     calls, shown = [], []
-    monkeypatch.setattr("barenet.app.cli.main", lambda argv: calls.append(argv) or 0)
     replies = iter(answers)
 
     def ask(prompt, default=None):                       # "" takes the default, as rich does
         answer = next(replies)
         return default if answer == "" and default is not None else answer
 
-    assert run_menu(ask=ask, echo=shown.append) == 0
+    assert run_menu(lambda argv: calls.append(argv) or 0, ask=ask, echo=shown.append) == 0
     return calls, shown
 
 
@@ -475,17 +474,17 @@ def test_menu_project_information(tmp_path, monkeypatch):
 def test_train_live_keeps_the_page_up_on_a_terminal_until_enter(monkeypatch, capsys):
     import io
 
-    from barenet.app import cli
+    from barenet.app import train_cmd
 
     class Terminal(io.StringIO):
         def isatty(self):
             return True
 
     monkeypatch.setattr(sys, "stdin", Terminal("\n"))
-    assert cli._linger("http://127.0.0.1:1/", 0) == 0
+    assert train_cmd._linger("http://127.0.0.1:1/", 0) == 0
     assert "press Enter to stop it" in capsys.readouterr().err
-    assert cli._linger("http://127.0.0.1:1/", 130) == 130          # failed: nothing to watch
-    assert cli._linger(None, 0) == 0
+    assert train_cmd._linger("http://127.0.0.1:1/", 130) == 130          # failed: nothing to watch
+    assert train_cmd._linger(None, 0) == 0
     assert capsys.readouterr().err == ""
 
 

@@ -168,9 +168,8 @@ def test_menu_runs_actions_through_the_cli(tmp_path, monkeypatch):
         calls.append(argv)
         return 0
 
-    monkeypatch.setattr("barenet.app.cli.main", fake_main)
     answers = Answers("2", "", "3", "1", "4", "", "", "1", "", "5", "", "7", "q")
-    assert run_menu(ask=answers, echo=lambda *a: None) == 0
+    assert run_menu(fake_main, ask=answers, echo=lambda *a: None) == 0
     model = str(Path("runs") / "mnist-1")
     assert calls == [["evaluate", model], ["explore", model], ["serve", model, "--port", "8000"],
                      ["train", "--dataset", "mnist", "--epochs", "5"]]
@@ -178,4 +177,4 @@ def test_menu_runs_actions_through_the_cli(tmp_path, monkeypatch):
 
 
 def test_menu_quits_on_end_of_input():
-    assert run_menu(ask=Answers(), echo=lambda *a: None) == 0
+    assert run_menu(main, ask=Answers(), echo=lambda *a: None) == 0

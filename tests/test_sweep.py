@@ -334,10 +334,10 @@ def test_menu_runs_a_preset(monkeypatch):
     assert {p.stem for p in found} >= {"architectures", "learning-rates", "activations",
                                        "mlp-tpe", "cnn-tpe"}
     calls = []
-    monkeypatch.setattr("barenet.app.cli.main", lambda argv: calls.append(argv) or 0)
     answers = iter(["5", "2", "1", "5", "x", "q"])
     shown = []
-    assert run_menu(ask=lambda prompt, default=None: next(answers), echo=shown.append) == 0
+    assert run_menu(lambda argv: calls.append(argv) or 0,
+                    ask=lambda prompt, default=None: next(answers), echo=shown.append) == 0
     assert calls == [["sweep", str(found[1]), "--jobs", "1"]]
     assert any("train multiple model configurations" in line for line in shown)
     assert any("no such preset" in line for line in shown)

@@ -197,10 +197,10 @@ def test_predict_float_tiff_with_nan_exit_2_one_line(tmp_path, capsys, bad):
 
 
 def test_predict_refuses_the_bomb_in_one_line(tmp_path, capsys):
-    from barenet.app import cli
-    if "load_digit" not in inspect.getsource(cli.predict.callback):
-        pytest.skip("cli.predict still calls load_image (40 MP): needs the one-line change "
-                    "load_image(path) -> load_digit(path) in src/barenet/app/cli.py")
+    from barenet.app import predict_cmd
+    if "load_digit" not in inspect.getsource(predict_cmd):
+        pytest.skip("predict still calls load_image (40 MP): needs the one-line change "
+                    "load_image(path) -> load_digit(path) in src/barenet/app/predict_cmd.py")
     path = tmp_path / "bomb.png"
     path.write_bytes(png_rgba16(6300, 6300))
     code, out, err = _main(capsys, "predict", "mlp", path)

@@ -1,6 +1,7 @@
 """`barenet` alone on a terminal: a numbered menu of the main actions, each run as a subcommand.
 
-Scripts keep using the subcommands; the menu only asks for their arguments and calls cli.main.
+Scripts keep using the subcommands; the menu only asks for their arguments and hands them to
+the `run` it is given (cli.main, which shows the menu: this module never imports cli).
 Two entries have no subcommand: fetching and verifying the data, and the project information.
 """
 
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+
+from .common import EXIT_INTERRUPTED, EXIT_OK
 
 ACTIONS = (
     ("train", "train a network (default: 784-256-128-10 MLP on MNIST)"),
@@ -49,15 +52,14 @@ def _rich_echo(text: str = "") -> None:
     Console(highlight=False).print(text)
 
 
-def run_menu(*, ask: Callable[..., str] | None = None,
+def run_menu(run: Callable[[list[str]], int], *, ask: Callable[..., str] | None = None,
              echo: Callable[[str], None] | None = None) -> int:
     """Show the menu until the user quits; returns 0 (or 130 after Ctrl-C at the prompt).
 
-    ask(prompt, default) -> answer and echo(text) default to rich prompts on the terminal;
-    tests pass scripted ones. End of input (Ctrl-D) quits.
+    run(argv) -> exit code runs a subcommand (cli.main). ask(prompt, default) -> answer and
+    echo(text) default to rich prompts on the terminal; tests pass scripted ones. End of input
+    (Ctrl-D) quits.
     """
-    from . import cli
-
     ask = ask or _rich_ask
     echo = echo or _rich_echo
     echo("[bold]barenet[/]: neural networks from scratch in NumPy, and an MNIST digit recognizer")
@@ -69,7 +71,7 @@ def run_menu(*, ask: Callable[..., str] | None = None,
         try:
             choice = ask("choice", "q").strip().lower()
             if choice in ("q", "quit", "exit"):
-                return cli.EXIT_OK
+                return EXIT_OK
             names = [name for name, _ in ACTIONS]
             if choice.isdigit() and 1 <= int(choice) <= len(ACTIONS):
                 choice = names[int(choice) - 1]
@@ -78,23 +80,23 @@ def run_menu(*, ask: Callable[..., str] | None = None,
                 continue
             argv = _arguments(choice, ask, echo)
         except EOFError:
-            return cli.EXIT_OK
+            return EXIT_OK
         except KeyboardInterrupt:
             echo("")
-            return cli.EXIT_INTERRUPTED
+            return EXIT_INTERRUPTED
         if argv is None:
             continue
         echo(f"[dim]$ barenet {_plain(' '.join(argv))}[/]")
         try:
-            code = cli.main(argv)
+            code = run(argv)
         except KeyboardInterrupt:
-            code = cli.EXIT_INTERRUPTED
+            code = EXIT_INTERRUPTED
         if code:
             echo(f"[dim](exit code {code})[/]")
 
 
 def _arguments(action: str, ask, echo) -> list[str] | None:
-    """Ask what `action` needs; the argv for cli.main, or None to go back to the menu."""
+    """Ask what `action` needs; the argv for `run`, or None to go back to the menu."""
     if action == "train":
         dataset = ask("dataset (mnist, fashion-mnist)", "mnist").strip()
         epochs = ask("epochs", "20").strip()
