@@ -26,7 +26,8 @@ import httpx  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
-from barenet.app.server import _bind, create_app  # noqa: E402
+from barenet.app.asgi import bind  # noqa: E402
+from barenet.app.server import create_app  # noqa: E402
 from barenet.app.shipped import shipped_path  # noqa: E402
 from barenet.serialize import load_model  # noqa: E402
 
@@ -208,7 +209,7 @@ class Live:
     """uvicorn (the serve settings) in a thread on 127.0.0.1, stopped at the end."""
 
     def __init__(self, app, **limits):
-        self.sock = _bind("127.0.0.1", 0)
+        self.sock = bind("127.0.0.1", 0)
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = serving().uvicorn_server(app, **limits)

@@ -11,10 +11,11 @@ closed first when there are too many, and the 503 limit counts requests at work 
 from __future__ import annotations
 
 import asyncio
-import json
 import resource
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from .asgi import send_error
 
 HEADER_TIMEOUT = 10.0  # s for a request's head, from the connect or the previous answer
 BODY_TIMEOUT = 15.0  # s for a request's body, from its head; then 408 and the connection closes
@@ -144,18 +145,6 @@ class Admission:
             await self.app(scope, replay, send)
         finally:
             self.at_work -= 1
-
-
-async def send_error(send, status: int, message: str, *, close: bool = False,
-                     headers: list | None = None) -> None:
-    """Answer {"error": message} from ASGI middleware (no route, no exception handler)."""
-    body = json.dumps({"error": message}).encode()
-    head = [(b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()), *(headers or [])]
-    if close:
-        head.append((b"connection", b"close"))
-    await send({"type": "http.response.start", "status": status, "headers": head})
-    await send({"type": "http.response.body", "body": body})
 
 
 def uvicorn_server(app, *, max_body: int = 16 * 1024 * 1024, limit: int = MAX_IN_FLIGHT):
