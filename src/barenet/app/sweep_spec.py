@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError, from_dict, parse_toml, read_config_text
+from ..config import Config, ConfigError, from_dict, parse_toml, read_config_text
 from ..sizing import short
 
 SAMPLERS = ("grid", "random", "tpe")
@@ -188,6 +188,32 @@ def load_spec(path: str | Path) -> Spec:
     if unknown:
         raise SpecError(f"{path}: unknown key {sorted(unknown)[0]!r}; known: "
                         f"{', '.join(sorted(TOP_KEYS))}")
+    base, config = _base_config(raw, path)
+    params = raw.get("params")
+    if not isinstance(params, dict) or not params:
+        raise SpecError(f"{path}: no [params]: give the search space, e.g. "
+                        f'"optimizer.lr" = {{ low = 1e-3, high = 0.3, log = true }}')
+    dists, hidden_shape = _search_space(params)
+    sampler = _table(raw, "sampler", SAMPLERS, "tpe")
+    pruner = _table(raw, "pruner", PRUNERS, "none")
+    spec = Spec(path=path, description=str(raw.get("description", "")), base=base,
+                dists=dists, sampler=sampler, pruner=pruner, trials=raw.get("trials"),
+                timeout=raw.get("timeout"),
+                heartbeat_interval=raw.get("heartbeat_interval", 10),
+                hidden_shape=hidden_shape)
+    _check_settings(spec, raw)
+    _check_values(spec)
+    make_sampler(spec, 0)      # Optuna checks its own keyword arguments
+    make_pruner(spec)
+    if not config.data.validation and "data.validation" not in params:
+        raise SpecError("base config: data.validation is 0, but trials are judged on "
+                        "validation accuracy; set data.validation (e.g. 0.1 or 5000)")
+    return spec
+
+
+def _base_config(raw: dict, path: Path) -> tuple[dict, Config]:
+    """The base config file (base = "..."), updated section by section by [config]: as a
+    dict (trials start from it) and checked as a Config."""
     base: dict = {}
     if "base" in raw:
         if not isinstance(raw["base"], str):
@@ -203,14 +229,13 @@ def load_spec(path: str | Path) -> Spec:
         else:
             base[section] = table
     try:
-        config = from_dict(base)
+        return base, from_dict(base)
     except ConfigError as exc:
         raise SpecError(f"base config: {exc}") from None
 
-    params = raw.get("params")
-    if not isinstance(params, dict) or not params:
-        raise SpecError(f"{path}: no [params]: give the search space, e.g. "
-                        f'"optimizer.lr" = {{ low = 1e-3, high = 0.3, log = true }}')
+
+def _search_space(params: dict) -> tuple[list[Dist], dict]:
+    """[params] as distributions, and model.hidden given as { width, depth } (two of them)."""
     dists, hidden_shape = [], {}
     for key, value in params.items():
         where = f"params.{key}"
@@ -227,14 +252,11 @@ def load_spec(path: str | Path) -> Spec:
             hidden_shape[key] = parts
             continue
         dists.append(_dist(key, value, where))
+    return dists, hidden_shape
 
-    sampler = _table(raw, "sampler", SAMPLERS, "tpe")
-    pruner = _table(raw, "pruner", PRUNERS, "none")
-    spec = Spec(path=path, description=str(raw.get("description", "")), base=base,
-                dists=dists, sampler=sampler, pruner=pruner, trials=raw.get("trials"),
-                timeout=raw.get("timeout"),
-                heartbeat_interval=raw.get("heartbeat_interval", 10),
-                hidden_shape=hidden_shape)
+
+def _check_settings(spec: Spec, raw: dict) -> None:
+    """trials, timeout and heartbeat_interval; a grid takes lists of values only."""
     checks = (("trials", spec.trials is None or (_whole(spec.trials) and spec.trials > 0),
                "an integer > 0"),
               ("timeout", spec.timeout is None or (_number(spec.timeout) and spec.timeout > 0),
@@ -245,17 +267,10 @@ def load_spec(path: str | Path) -> Spec:
         if not ok:
             raise SpecError(f"{key}: expected {what}, got {short(raw.get(key))}")
     if spec.grid:
-        for d in dists:
+        for d in spec.dists:
             if d.kind != "categorical":
                 raise SpecError(f"params.{d.name}: the grid sampler needs a list of values, "
                                 f"not a range")
-    _check_values(spec)
-    make_sampler(spec, 0)      # Optuna checks its own keyword arguments
-    make_pruner(spec)
-    if not config.data.validation and "data.validation" not in params:
-        raise SpecError("base config: data.validation is 0, but trials are judged on "
-                        "validation accuracy; set data.validation (e.g. 0.1 or 5000)")
-    return spec
 
 
 def _check_values(spec: Spec) -> None:
