@@ -30,7 +30,7 @@ def _user_errors():
     from ..config import ConfigError
     from ..data.preprocess import ImageError
     from ..serialize import ModelFileError
-    from .runs import RunError
+    from .rundir import RunError
     return (ConfigError, ModelFileError, RunError, ImageError)
 
 

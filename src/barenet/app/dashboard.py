@@ -21,7 +21,7 @@ from fastapi import FastAPI, HTTPException, Query
 from fastapi.responses import FileResponse, JSONResponse
 
 from .progress import HISTORY_FILE, PROGRESS_FILE
-from .runs import CHECKPOINT_FILE, MODEL_FILE
+from .rundir import CHECKPOINT_FILE, MODEL_FILE
 
 STATIC = Path(__file__).parent / "static"
 PAGE_FILES = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
@@ -289,8 +289,8 @@ def _url(host: str, sock) -> str:
 def start_in_background(root: Path, host: str = "127.0.0.1", port: int = 0):
     """Serve the dashboard of `root` from a daemon thread (it ends with the process); returns
     its URL and the uvicorn server (server.should_exit = True stops it)."""
-    from .server import _bind
-    sock = _bind(host, port)
+    from .asgi import bind
+    sock = bind(host, port)
     server = _server(create_app(Path(root)), sock)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]},
                               name="barenet-dashboard", daemon=True)
@@ -331,18 +331,18 @@ def command(runs_dir, host, port, open_page):
     Finished, running and interrupted runs are listed, with sweep trials and multi-seed runs
     one level deeper; the page updates every 2 s while runs train.
     """
+    from .asgi import bind, is_loopback
     from .common import Failure
-    from .server import _bind, _is_loopback
 
     root = Path(runs_dir)
     if not root.is_dir():
         raise Failure(f"{runs_dir}: no such directory (give the directory your runs are in, "
                       f"e.g. runs)")
     try:
-        sock = _bind(host, port)
+        sock = bind(host, port)
     except OSError as exc:
         raise Failure(str(exc), 1) from None
-    if not _is_loopback(host):
+    if not is_loopback(host):
         click.echo(f"warning: listening on {host}: other machines can reach this page",
                    err=True)
     url = _url(host, sock)
