@@ -67,17 +67,12 @@ class LazyGroup(click.Group):
     are never imported just to print usage.
     """
 
-    def _available(self) -> dict[str, tuple[str, str]]:
-        import importlib.util
-        return {name: entry for name, entry in LAZY_COMMANDS.items()
-                if importlib.util.find_spec(entry[0].split(":")[0]) is not None}
-
     def list_commands(self, ctx):
-        return sorted({*super().list_commands(ctx), *self._available()})
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
 
     def get_command(self, ctx, name):
         command = super().get_command(ctx, name)
-        if command is not None or name not in self._available():
+        if command is not None or name not in LAZY_COMMANDS:
             return command
         import importlib
         module, attribute = LAZY_COMMANDS[name][0].split(":")
@@ -92,7 +87,7 @@ class LazyGroup(click.Group):
 
     def format_commands(self, ctx, formatter):
         rows = [(name, cmd.get_short_help_str(60)) for name, cmd in self.commands.items()]
-        rows += [(name, entry[1]) for name, entry in self._available().items()]
+        rows += [(name, entry[1]) for name, entry in LAZY_COMMANDS.items()]
         with formatter.section("Commands"):
             formatter.write_dl(sorted(rows))
 

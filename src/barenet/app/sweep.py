@@ -47,7 +47,8 @@ class PruneOnValidation(Callback):
         return None
 
 
-def one_line(exc: BaseException) -> str:
+def _reason(exc: BaseException) -> str:
+    """Why a trial failed, on one line: the exception's type and message."""
     text = " ".join(str(exc).split())
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
@@ -91,7 +92,7 @@ class Objective:
             metrics = train_run(config, run, data_dir=self.data_dir, callbacks=[prune],
                                 progress=False)
         except Exception as exc:
-            reason = one_line(exc)
+            reason = _reason(exc)
             trial.set_user_attr("fail_reason", reason)
             self._say(trial, f"failed: {reason}")
             return math.nan            # Optuna records the trial as FAIL; the sweep goes on
