@@ -31,7 +31,6 @@ from ..config import (
 from ..layers import Dropout
 from ..metrics import confusion_matrix, per_class_accuracy
 from ..serialize import (
-    ModelFileError,
     atomic_write_bytes,
     load_arrays,
     model_metadata,
@@ -226,12 +225,7 @@ def _train(config: Config, run_dir: RunDirectory, data_dir, callbacks, progress,
            report: bool) -> dict:
     out = run_dir.path
     checkpoint = Checkpoint(out / CHECKPOINT_FILE, config, run_dir)
-    saved = None
-    if run_dir.resume and checkpoint.path.is_file():
-        # Read and compared before any data is loaded or anything written.
-        saved = load_arrays(checkpoint.path)
-        check_same_config(config, saved[1].get("config") or {}, checkpoint.path)
-        checkpoint.epoch = int((saved[1].get("checkpoint") or {}).get("epoch", 0))
+    saved = _saved_checkpoint(config, run_dir, checkpoint)
     # Data and model are built before config.json is written: a run that cannot start
     # (data unavailable, model too big, a bad value found late) leaves nothing behind.
     run = Prepared(config, data_dir, progress)
@@ -240,13 +234,44 @@ def _train(config: Config, run_dir: RunDirectory, data_dir, callbacks, progress,
     # On resume too: `train --resume --epochs N` may have extended the run.
     _write(out / "config.json", {**config.to_dict(), "barenet_version": __version__},
            checkpoint)
-    live = LiveFiles(out, config.training.epochs)
+    history, early, train_time = _fit(run, out, checkpoint, callbacks)
+    _write(out / HISTORY_FILE, history.rows, checkpoint)
+    metrics = _test_metrics(run, history, early, train_time)
+    _write(out / "metrics.json", metrics, checkpoint)
+    try:
+        save_model(out / MODEL_FILE, run.model, config=config.to_dict(), history=history.rows,
+                   metrics={k: metrics[k] for k in ("test_accuracy", "test_loss", "dataset")})
+    except OSError as exc:
+        raise _write_failed(exc, out / MODEL_FILE, checkpoint) from None
+    run_dir.keep = True
+    (out / PROGRESS_FILE).unlink(missing_ok=True)
+    if report:
+        _write_report(out)
+    return metrics
+
+
+def _saved_checkpoint(config: Config, run_dir: RunDirectory, checkpoint: Checkpoint):
+    """(arrays, meta) of the checkpoint a resumed run continues, None for a new run. Read and
+    compared with `config` before any data is loaded or anything written."""
+    if not (run_dir.resume and checkpoint.path.is_file()):
+        return None
+    saved = load_arrays(checkpoint.path)
+    check_same_config(config, saved[1].get("config") or {}, checkpoint.path)
+    checkpoint.epoch = int((saved[1].get("checkpoint") or {}).get("epoch", 0))
+    return saved
+
+
+def _fit(run: Prepared, out: Path, checkpoint: Checkpoint, callbacks):
+    """training.fit with the run's callbacks (checkpoint, live files, early stopping);
+    returns (history, the EarlyStopping or None, seconds). A run that stops says why in
+    progress.json for the dashboard."""
+    t = run.config.training
+    live = LiveFiles(out, t.epochs)
     cbs = [checkpoint, live, *callbacks]
     early = None
-    if config.training.early_stopping and run.validation is not None:
-        early = EarlyStopping(run.model, "val_accuracy", config.training.early_stopping)
+    if t.early_stopping and run.validation is not None:
+        early = EarlyStopping(run.model, "val_accuracy", t.early_stopping)
         cbs.insert(0, early)
-    t = config.training
     batch_size = t.batch_size or len(run.x_train)
     start = time.perf_counter()
     try:
@@ -260,15 +285,18 @@ def _train(config: Config, run_dir: RunDirectory, data_dir, callbacks, progress,
     except BaseException as exc:
         live.stopped("interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc))
         raise
-    train_time = time.perf_counter() - start
-    _write(out / HISTORY_FILE, history.rows, checkpoint)
+    return history, early, time.perf_counter() - start
 
+
+def _test_metrics(run: Prepared, history: History, early: EarlyStopping | None,
+                  train_time: float) -> dict:
+    """metrics.json: the trained model on the test set, and how the training went."""
     start = time.perf_counter()
     test = evaluate(run.model, run.x_test, run.y_test, loss=run.loss)
     predicted = run.model.predict(run.x_test)
     cm = confusion_matrix(run.y_test, predicted)
     metrics = {
-        "dataset": config.data.dataset,
+        "dataset": run.config.data.dataset,
         "test_accuracy": test["accuracy"],
         "test_loss": test["loss"],
         "per_class_accuracy": per_class_accuracy(cm).round(6).tolist(),
@@ -284,16 +312,6 @@ def _train(config: Config, run_dir: RunDirectory, data_dir, callbacks, progress,
     if history.rows and "val_accuracy" in history.rows[-1]:
         metrics["val_accuracy"] = history.rows[-1]["val_accuracy"]
         metrics["best_val_accuracy"] = max(r["val_accuracy"] for r in history.rows)
-    _write(out / "metrics.json", metrics, checkpoint)
-    try:
-        save_model(out / MODEL_FILE, run.model, config=config.to_dict(), history=history.rows,
-                   metrics={k: metrics[k] for k in ("test_accuracy", "test_loss", "dataset")})
-    except OSError as exc:
-        raise _write_failed(exc, out / MODEL_FILE, checkpoint) from None
-    run_dir.keep = True
-    (out / PROGRESS_FILE).unlink(missing_ok=True)
-    if report:
-        _write_report(out)
     return metrics
 
 
@@ -312,11 +330,8 @@ def _diverged_note(checkpoint: Checkpoint) -> str:
 
 
 def _write_report(out: Path) -> Path | None:
-    """report.html for the run, when the report module (and matplotlib) are installed; its
-    path, or None when none was written."""
-    import importlib.util
-    if importlib.util.find_spec("barenet.app.report") is None:
-        return None
+    """report.html for the run; its path, or None when none was written (matplotlib missing
+    or any other problem: one line on stderr, the run still succeeds)."""
     from .report import write_report
     return write_report(out)
 
