@@ -3,18 +3,13 @@
 import numpy as np
 import pytest
 
-from barenet.conv import (
-    AvgPool2D,
-    BatchNorm2d,
-    Conv2D,
-    Dropout2d,
-    GlobalAvgPool2D,
-    MaxPool2D,
-)
+from barenet.conv import BatchNorm2d, Conv2D, Dropout2d
 from barenet.gradcheck import check_layer
-from barenet.layers import LAYERS, Dense, Flatten, ReLU
+from barenet.layers import Dense, Flatten, ReLU
 from barenet.losses import softmax_cross_entropy
 from barenet.model import Sequential
+from barenet.pooling import AvgPool2D, GlobalAvgPool2D, MaxPool2D
+from barenet.registry import LAYERS
 
 
 def distinct(shape, rng):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from barenet.app.cli import main
-from barenet.conv import Conv2D, GlobalAvgPool2D
+from barenet.conv import Conv2D
 from barenet.ensemble import (
     TTA_PRESETS,
     Ensemble,
@@ -17,6 +17,7 @@ from barenet.ensemble import (
 )
 from barenet.layers import Dense, ReLU
 from barenet.model import Sequential, mlp
+from barenet.pooling import GlobalAvgPool2D
 from barenet.serialize import ModelFileError, load_arrays, load_model
 from barenet.training import evaluate
 
@@ -181,8 +182,8 @@ def test_ensemble_command_one_run_needs_tta(tiny_data, tmp_path, capsys):
 
 def test_inference_frees_what_each_member_kept_and_predicts_the_same():
     """Kept activations and im2col buffers were ~250 MB per conv member: 4.2 GB for twelve."""
-    from barenet.conv import MaxPool2D
     from barenet.layers import Flatten
+    from barenet.pooling import MaxPool2D
 
     def member(seed):
         return Sequential(Conv2D(1, 4, 5, rng=seed), ReLU(), MaxPool2D(2), Flatten(),

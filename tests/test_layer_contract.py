@@ -1,12 +1,15 @@
 """The layer contract: what Layer declares for the model, and batch norm's eval-mode backward."""
 
+import inspect
+
 import numpy as np
 import pytest
 
 import barenet as bn
 from barenet import reference as ref
 from barenet.gradcheck import check_layer, numerical_gradient, relative_error
-from barenet.layers import LAYERS, Layer
+from barenet.layers import Layer
+from barenet.registry import LAYERS
 from barenet.saliency import input_gradient
 
 
@@ -61,7 +64,7 @@ def test_batchnorm_eval_backward_float32_and_first_layer(cls, shape, as_rows):
     gamma_grad = layer.gamma.grad
     assert layer.forward(x).dtype == np.float32
     assert layer.backward(g).dtype == np.float32
-    assert layer.backward(g, need_input_grad=False) is None
+    assert layer.backward(g, input_grad=False) is None
     assert layer.gamma.grad is gamma_grad and layer.gamma.grad.dtype == np.float32
 
 
@@ -85,12 +88,59 @@ def test_saliency_through_eval_batchnorm2d_is_the_numerical_gradient():
 @pytest.mark.parametrize("name", sorted(LAYERS))
 def test_layer_declares_what_the_model_reads(name):
     cls = LAYERS[name]
+    assert issubclass(cls, Layer) and cls.__name__ == name      # the file's type name
     assert cls.input_ndim in (2, 4)
     assert isinstance(cls.row_parallel, bool)
     assert isinstance(cls.training, bool)
+    assert isinstance(cls.uses_batch_sums, bool) and cls.batch_sums is None
+    flag = inspect.signature(cls.backward).parameters["input_grad"]
+    assert flag.default is True                                 # one name for the flag
 
 
 def test_layer_defaults():
     assert Layer.input_ndim == 2 and Layer.row_parallel is False and Layer.training is True
+    assert Layer.uses_batch_sums is False and Layer.batch_sums is None
     assert bn.Conv2D.input_ndim == 4 and bn.BatchNorm2d.input_ndim == 4
     assert bn.BatchNorm1d.row_parallel and not bn.BatchNorm2d.row_parallel
+    assert {name for name, cls in LAYERS.items() if cls.uses_batch_sums} == {
+        "BatchNorm1d", "BatchNorm2d"}
+    assert "input_grad" in inspect.signature(bn.Sequential.backward).parameters
+
+
+def _mixed_model():
+    model = bn.Sequential(bn.Dense(4, 3, rng=0), bn.Dropout(0.5, rng=0), bn.BatchNorm1d(3))
+    model.layers[2].training = False                # e.g. a frozen batch norm
+    return model
+
+
+def test_evaluating_sets_eval_mode_and_restores_each_layers_flag():
+    model = _mixed_model()
+    with model.evaluating() as same:
+        assert same is model
+        assert not model.training and not any(layer.training for layer in model.layers)
+    assert model.training and [layer.training for layer in model.layers] == [True, True, False]
+
+
+def test_evaluating_restores_after_an_exception_and_nests():
+    model = _mixed_model()
+    with pytest.raises(RuntimeError, match="inside"):
+        with model.evaluating():
+            with model.evaluating():
+                assert not any(layer.training for layer in model.layers)
+            assert not model.training and not any(layer.training for layer in model.layers)
+            raise RuntimeError("inside")
+    assert model.training and [layer.training for layer in model.layers] == [True, True, False]
+    model.eval()
+    with model.evaluating():
+        pass
+    assert not model.training and not any(layer.training for layer in model.layers)
+
+
+def test_logits_and_evaluate_leave_the_mode_as_it_was():
+    model = _mixed_model()
+    x, labels = np.ones((6, 4), np.float32), np.zeros(6, np.int64)
+    model.logits(x)
+    bn.evaluate(model, x, labels)
+    assert model.training and [layer.training for layer in model.layers] == [True, True, False]
+    input_gradient(model, x.reshape(6, 2, 2))                   # (N, H, W) images
+    assert model.training and [layer.training for layer in model.layers] == [True, True, False]

@@ -5,7 +5,8 @@ import pytest
 
 import barenet as bn
 from barenet import parallel
-from barenet.conv import BatchNorm2d, Conv2D, MaxPool2D
+from barenet.conv import BatchNorm2d, Conv2D
+from barenet.pooling import MaxPool2D
 
 
 def mlp(rng=0):
@@ -106,7 +107,7 @@ def one_cpu_twice():
 
 def small_cnn(dtype=np.float64):
     from barenet.conv import Conv2D as C
-    from barenet.conv import MaxPool2D as P
+    from barenet.pooling import MaxPool2D as P
 
     return bn.Sequential(C(1, 3, 3, rng=0, dtype=dtype), bn.ReLU(), P(2),
                          bn.Flatten(), bn.Dense(3 * 13 * 13, 10, rng=1, dtype=dtype),

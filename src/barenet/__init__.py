@@ -2,14 +2,7 @@
 
 __version__ = "0.1.0"
 
-from .conv import (
-    AvgPool2D,
-    BatchNorm2d,
-    Conv2D,
-    Dropout2d,
-    GlobalAvgPool2D,
-    MaxPool2D,
-)
+from .conv import BatchNorm2d, Conv2D, Dropout2d
 from .ensemble import Ensemble
 from .layers import (
     GELU,
@@ -39,6 +32,7 @@ from .optim import (
     RMSprop,
     StepDecay,
 )
+from .pooling import AvgPool2D, GlobalAvgPool2D, MaxPool2D
 from .serialize import load_model, save_model
 from .training import (
     Callback,

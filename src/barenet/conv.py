@@ -1,9 +1,9 @@
-"""Layers on image batches (N, C, H, W): Conv2D, pooling, BatchNorm2d, Dropout2d.
+"""Convolution on image batches (N, C, H, W): Conv2D, plus BatchNorm2d and Dropout2d.
 
 Conv2D is im2col + one GEMM per batch; its backward scatters the column gradient back with
 one strided add per kernel offset (kh * kw adds, never a loop over pixels). NumPy only.
 Plain `Dropout` also works on feature maps (it drops single activations); Dropout2d drops
-whole channels. Importing this module registers the classes in `layers.LAYERS`.
+whole channels. Pooling lives in pooling.py, the window geometry both use in windows.py.
 """
 
 from __future__ import annotations
@@ -12,49 +12,13 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from .init import as_rng, initializer
-from .layers import LAYERS, Dropout, Layer, Parameter, _BatchNorm
+from .layers import Dropout, Layer, Parameter, _BatchNorm
+from .pooling import AvgPool2D, GlobalAvgPool2D, MaxPool2D  # noqa: F401  (old import path)
+from .windows import nchw, nhwc, offset_slices, output_size, pair, plain
 
 # Eval-mode forwards (evaluate() sends 10,000 images at once) run im2col in chunks of this
 # many images, so the column buffer stays a few tens of MB whatever the batch.
 EVAL_CHUNK = 256
-
-
-def _pair(v) -> tuple[int, int]:
-    if isinstance(v, (tuple, list)):
-        if len(v) != 2:
-            raise ValueError(f"expected an int or a pair, got {v!r}")
-        return int(v[0]), int(v[1])
-    return int(v), int(v)
-
-
-def _plain(v: tuple[int, int]):
-    """(3, 3) -> 3 for configs; (3, 5) stays a list."""
-    return v[0] if v[0] == v[1] else list(v)
-
-
-def output_size(size: int, kernel: int, stride: int, padding: int) -> int:
-    out = (size + 2 * padding - kernel) // stride + 1
-    if out <= 0:
-        raise ValueError(f"kernel {kernel} with padding {padding} does not fit input size {size}")
-    return out
-
-
-def nhwc(x: np.ndarray) -> np.ndarray:
-    """(N, C, H, W) -> (N, H, W, C) view; contiguous when x came from a layer here."""
-    return x.transpose(0, 2, 3, 1)
-
-
-def nchw(a: np.ndarray) -> np.ndarray:
-    """(N, H, W, C) -> (N, C, H, W) view, no copy."""
-    return a.transpose(0, 3, 1, 2)
-
-
-def offset_slices(kernel: tuple[int, int], stride: tuple[int, int], out_hw: tuple[int, int]):
-    """For each kernel offset (i, j): the (H, W) slices of every window's element (i, j)."""
-    (kh, kw), (sh, sw), (ho, wo) = kernel, stride, out_hw
-    for i in range(kh):
-        for j in range(kw):
-            yield (slice(i, i + sh * (ho - 1) + 1, sh), slice(j, j + sw * (wo - 1) + 1, sw))
 
 
 class _Padded:
@@ -93,8 +57,8 @@ class Conv2D(Layer):
             raise ValueError(f"Conv2D channels must be positive, got {in_channels} -> "
                              f"{out_channels}")
         self.in_channels, self.out_channels, self.init = in_channels, out_channels, init
-        self.kernel_size, self.stride = _pair(kernel_size), _pair(stride)
-        self.padding = _pair(padding)
+        self.kernel_size, self.stride = pair(kernel_size), pair(stride)
+        self.padding = pair(padding)
         if min(self.kernel_size) <= 0 or min(self.stride) <= 0 or min(self.padding) < 0:
             raise ValueError("Conv2D needs kernel_size > 0, stride > 0 and padding >= 0")
         kh, kw = self.kernel_size
@@ -187,7 +151,7 @@ class Conv2D(Layer):
         self._cols = None
         return nchw(out)
 
-    def backward(self, grad_out, need_input_grad=True):
+    def backward(self, grad_out, input_grad=True):
         n, c, h, w = self._in_shape
         kh, kw = self.kernel_size
         g = nhwc(grad_out).reshape(-1, self.out_channels)          # (N*Ho*Wo, C_out)
@@ -198,7 +162,7 @@ class Conv2D(Layer):
         self.W.grad[...] = grad_w[:, :k].reshape(self.out_channels, kh, kw, c).transpose(0, 3, 1, 2)
         if self.b is not None:
             self.b.grad[...] = grad_w[:, k]                         # the ones column: sum of g
-        if not need_input_grad:                 # first layer: dL/dx is never used
+        if not input_grad:                 # first layer: dL/dx is never used
             return None
         ho, wo = grad_out.shape[2:]
         # Window gradients offset-major, (kh*kw, N, Ho, Wo, C_in): each offset's block is
@@ -217,159 +181,11 @@ class Conv2D(Layer):
 
     def config(self):
         cfg = {"in_channels": self.in_channels, "out_channels": self.out_channels,
-               "kernel_size": _plain(self.kernel_size), "stride": _plain(self.stride),
-               "padding": _plain(self.padding), "init": self.init}
+               "kernel_size": plain(self.kernel_size), "stride": plain(self.stride),
+               "padding": plain(self.padding), "init": self.init}
         if self.b is None:
             cfg["bias"] = False
         return cfg
-
-
-class _Pool2D(Layer):
-    """Window pools as kh*kw strided slices of the (padded) NHWC input; stride defaults to
-    the kernel size. Forward and backward are one vectorized op per kernel offset."""
-
-    input_ndim = 4
-
-    def __init__(self, kernel_size=2, stride=None, padding=0):
-        self.kernel_size = _pair(kernel_size)
-        self.stride = _pair(stride if stride is not None else kernel_size)
-        self.padding = _pair(padding)
-        if min(self.kernel_size) <= 0 or min(self.stride) <= 0 or min(self.padding) < 0:
-            raise ValueError(f"{type(self).__name__} needs kernel_size > 0, stride > 0 "
-                             f"and padding >= 0")
-        if any(p > k // 2 for p, k in zip(self.padding, self.kernel_size)):
-            raise ValueError("pool padding must be at most half the kernel size")
-
-    def _prepare(self, x: np.ndarray, fill: float) -> np.ndarray:
-        """(N, C, H, W) -> padded (N, Hp, Wp, C); remembers the geometry for backward."""
-        n, c, h, w = x.shape
-        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
-        self._in_hw = (h, w)
-        self._out_hw = (output_size(h, kh, sh, ph), output_size(w, kw, sw, pw))
-        xh = nhwc(x)
-        if ph or pw:
-            xh = np.pad(xh, ((0, 0), (ph, ph), (pw, pw), (0, 0)), constant_values=fill)
-        return xh
-
-    def _slices(self):
-        return offset_slices(self.kernel_size, self.stride, self._out_hw)
-
-    def _grad_buffer(self, grad_out: np.ndarray) -> np.ndarray:
-        (h, w), (ph, pw) = self._in_hw, self.padding
-        n, c = grad_out.shape[:2]
-        return np.zeros((n, h + 2 * ph, w + 2 * pw, c), dtype=grad_out.dtype)
-
-    def _unpad(self, dxp: np.ndarray) -> np.ndarray:
-        (h, w), (ph, pw) = self._in_hw, self.padding
-        return nchw(dxp[:, ph:ph + h, pw:pw + w])
-
-    def config(self):
-        return {"kernel_size": _plain(self.kernel_size), "stride": _plain(self.stride),
-                "padding": _plain(self.padding)}
-
-
-class MaxPool2D(_Pool2D):
-    """Max over kh x kw windows: (N, C, H, W) -> (N, C, Ho, Wo); padding counts as -inf.
-
-    The gradient goes to one maximum per window, even on ties: the first in row-major order.
-    """
-
-    def forward(self, x):
-        xp = self._prepare(x, -np.inf)
-        self._tiled = self.stride == self.kernel_size and self.padding == (0, 0)
-        if self._tiled:
-            best, self._tiles = self._tiled_max(xp)
-            self._best = nchw(best)
-            return self._best
-        slices = list(self._slices())
-        best = xp[:, slices[0][0], slices[0][1]].copy()             # (N, Ho, Wo, C)
-        arg = np.zeros(best.shape, dtype=np.uint8 if len(slices) < 256 else np.int32)
-        for k, (rows, cols) in enumerate(slices[1:], start=1):
-            candidate = xp[:, rows, cols]
-            better = candidate > best                               # strict: first max wins
-            np.copyto(best, candidate, where=better)
-            np.copyto(arg, k, where=better)
-        self._arg = arg
-        return nchw(best)
-
-    def _tiled_max(self, xh: np.ndarray):
-        """Non-overlapping windows: max over the kh rows (long contiguous runs), then kw columns.
-
-        Keeps the input tiles and the maxima; backward finds the winners by comparison.
-        """
-        (kh, kw), (ho, wo) = self.kernel_size, self._out_hw
-        n, c = xh.shape[0], xh.shape[3]
-        tiles = xh[:, :ho * kh, :wo * kw].reshape(n, ho, kh, wo, kw, c)
-        rows = tiles.max(axis=2) if kh > 2 else np.maximum(tiles[:, :, 0], tiles[:, :, -1])
-        best = rows.max(axis=3) if kw > 2 else np.maximum(rows[:, :, :, 0], rows[:, :, :, -1])
-        return best, tiles                                           # (N, Ho, Wo, C)
-
-    def backward(self, grad_out, need_input_grad=True):
-        g = nhwc(grad_out)
-        if self._tiled:
-            (kh, kw), (ho, wo) = self.kernel_size, self._out_hw
-            n, c = g.shape[0], g.shape[3]
-            # Windows that tile the whole input write every element below: no zero fill.
-            covered = (ho * kh, wo * kw) == self._in_hw
-            dxp = (np.empty((n, *self._in_hw, c), dtype=grad_out.dtype) if covered
-                   else self._grad_buffer(grad_out))
-            tiles, best = self._tiles, nhwc(self._best)
-            grad_tiles = dxp[:, :ho * kh, :wo * kw].reshape(n, ho, kh, wo, kw, c)   # a view
-            # Offsets in row-major order; each window's gradient goes to its first maximum.
-            # Every op writes into an existing buffer (2.5x faster than where() copies), and
-            # the last offset takes the windows still unplaced without comparing.
-            free = np.ones(best.shape, dtype=bool)                  # maximum not placed yet
-            hit = np.empty(best.shape, dtype=bool)
-            offsets = [(i, j) for i in range(kh) for j in range(kw)]
-            for i, j in offsets[:-1]:
-                np.equal(tiles[:, :, i, :, j], best, out=hit)
-                hit &= free
-                np.greater(free, hit, out=free)                     # free and not hit
-                np.multiply(g, hit, out=grad_tiles[:, :, i, :, j])
-            i, j = offsets[-1]
-            np.multiply(g, free, out=grad_tiles[:, :, i, :, j])
-            return self._unpad(dxp)
-        dxp = self._grad_buffer(grad_out)
-        zero = np.zeros((), dtype=grad_out.dtype)
-        for k, (rows, cols) in enumerate(self._slices()):
-            dxp[:, rows, cols] += np.where(self._arg == k, g, zero)
-        return self._unpad(dxp)
-
-
-class AvgPool2D(_Pool2D):
-    """Mean over kh x kw windows; zero padding is counted in the mean (count_include_pad)."""
-
-    def forward(self, x):
-        xp = self._prepare(x, 0.0)
-        slices = list(self._slices())
-        total = xp[:, slices[0][0], slices[0][1]].copy()            # (N, Ho, Wo, C)
-        for rows, cols in slices[1:]:
-            total += xp[:, rows, cols]
-        total *= 1.0 / len(slices)
-        return nchw(total)
-
-    def backward(self, grad_out, need_input_grad=True):
-        kh, kw = self.kernel_size
-        g = nhwc(grad_out) * (1.0 / (kh * kw))
-        dxp = self._grad_buffer(grad_out)
-        for rows, cols in self._slices():
-            dxp[:, rows, cols] += g
-        return self._unpad(dxp)
-
-
-class GlobalAvgPool2D(Layer):
-    """Mean over all positions: (N, C, H, W) -> (N, C)."""
-
-    input_ndim = 4
-
-    def forward(self, x):
-        self._shape = x.shape
-        return x.mean(axis=(2, 3), dtype=x.dtype)
-
-    def backward(self, grad_out, need_input_grad=True):
-        n, c, h, w = self._shape
-        g = grad_out * (1.0 / (h * w))
-        return np.broadcast_to(g[:, :, None, None], self._shape).copy()
 
 
 class BatchNorm2d(_BatchNorm):
@@ -413,17 +229,17 @@ class BatchNorm2d(_BatchNorm):
         y += self.beta.data
         return nchw(y.reshape(n, h, w, ch))
 
-    def backward(self, grad_out, need_input_grad=True):
+    def backward(self, grad_out, input_grad=True):
         n, ch, h, w = grad_out.shape
         g = nhwc(grad_out).reshape(-1, ch)      # (N*H*W, C)
         if self._eval:
-            dx = self._eval_backward(g, nhwc(self._x).reshape(-1, ch), need_input_grad)
+            dx = self._eval_backward(g, nhwc(self._x).reshape(-1, ch), input_grad)
             return None if dx is None else nchw(dx.reshape(n, h, w, ch))
         xhat, rows = self._xhat, self._rows
         self.beta.grad[...] = self._column_sums(g)
         tmp = g * xhat
         self.gamma.grad[...] = self._column_sums(tmp)
-        if not need_input_grad:
+        if not input_grad:
             return None
         sum_g, sum_gx = np.split(self._total(np.concatenate([self.beta.grad,
                                                               self.gamma.grad])), 2)
@@ -453,7 +269,3 @@ class Dropout2d(Dropout):
         self._mask = (self.rng.random(shape, dtype=np.float32) < keep).astype(x.dtype)
         self._mask *= 1.0 / keep
         return x * self._mask
-
-
-LAYERS.update({cls.__name__: cls for cls in (Conv2D, MaxPool2D, AvgPool2D, GlobalAvgPool2D,
-                                             BatchNorm2d, Dropout2d)})

@@ -33,8 +33,13 @@ class Parameter:
 
 
 class Layer:
-    """Base class: stateless by default, no parameters, train mode on."""
+    """Base class: stateless by default, no parameters, train mode on.
 
+    The attributes below are everything the model, the fast paths (parallel.py), the ONNX
+    export and the gradient checks read from a layer; subclasses override the defaults.
+    """
+
+    # Train mode (dropout drops, batch norm uses the batch's statistics); Sequential sets it.
     training = True
     # Rank of the input batch the layer expects: 2 for (N, D) rows, 4 for (N, C, H, W) maps.
     # The model checks the first layer's input against it, and its layer-sequence check too.
@@ -43,13 +48,19 @@ class Layer:
     # stores on self is never read back), so row chunks of one batch may run in parallel
     # threads (barenet.parallel). Layers with reused scratch buffers (Conv2D) keep False.
     row_parallel = False
+    # True when forward/backward need sums over the whole batch (batch norm): while a batch is
+    # split across cores, parallel.SplitBatch then sets `batch_sums`, a function that turns
+    # this part's (D,) sums into the whole batch's. None: the batch is all here.
+    uses_batch_sums = False
+    batch_sums = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError  # abstract
 
-    def backward(self, grad_out: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
-        """dL/dx from dL/dy, writing parameter grads in place. need_input_grad=False (the model
-        passes it for the first layer) lets a layer skip dL/dx and return None."""
+    def backward(self, grad_out: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
+        """dL/dx from dL/dy, writing parameter grads in place. input_grad=False (the model
+        passes it for the first layer) lets a layer skip dL/dx and return None. Sequential's
+        backward takes the same flag, for the input of the whole model."""
         raise NotImplementedError  # abstract
 
     def parameters(self) -> list[Parameter]:
@@ -81,6 +92,8 @@ class Layer:
 class Dense(Layer):
     """Fully connected: y = x @ W + b, (N, n_in) -> (N, n_out)."""
 
+    row_parallel = True
+
     def __init__(self, n_in: int, n_out: int, *, init: str = "he", rng=None,
                  dtype=np.float32, bias: bool = True):
         if n_in <= 0 or n_out <= 0:
@@ -97,11 +110,11 @@ class Dense(Layer):
             y += self.b.data
         return y
 
-    def backward(self, grad_out, need_input_grad=True):
+    def backward(self, grad_out, input_grad=True):
         np.matmul(self._x.T, grad_out, out=self.W.grad)     # (n_in, N) @ (N, n_out)
         if self.b is not None:
             grad_out.sum(axis=0, out=self.b.grad)
-        if not need_input_grad:                             # first layer: dL/dx is never used
+        if not input_grad:                                  # first layer: dL/dx is never used
             return None
         return grad_out @ self.W.data.T                     # (N, n_in)
 
@@ -118,18 +131,22 @@ class Dense(Layer):
 class ReLU(Layer):
     """max(0, x), elementwise."""
 
+    row_parallel = True
+
     def forward(self, x):
         # Keep the input (as Dense does), not a mask: inference then costs one pass, and
         # backward builds the mask when it is needed.
         self._x = x
         return np.maximum(x, 0, dtype=x.dtype)
 
-    def backward(self, grad_out, need_input_grad=True):
+    def backward(self, grad_out, input_grad=True):
         return np.multiply(grad_out, self._x > 0)
 
 
 class LeakyReLU(Layer):
     """x for x > 0, alpha * x otherwise."""
+
+    row_parallel = True
 
     def __init__(self, alpha: float = 0.01):
         self.alpha = float(alpha)
@@ -138,7 +155,7 @@ class LeakyReLU(Layer):
         self._mask = mask = x > 0
         return np.where(mask, x, x * self.alpha)
 
-    def backward(self, grad_out, need_input_grad=True):
+    def backward(self, grad_out, input_grad=True):
         return np.where(self._mask, grad_out, grad_out * self.alpha)
 
     def config(self):
@@ -154,22 +171,26 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 class Sigmoid(Layer):
     """1 / (1 + exp(-x)); dy/dx = y (1 - y)."""
 
+    row_parallel = True
+
     def forward(self, x):
         self._y = y = sigmoid(x)
         return y
 
-    def backward(self, grad_out, need_input_grad=True):
+    def backward(self, grad_out, input_grad=True):
         return grad_out * self._y * (1.0 - self._y)
 
 
 class Tanh(Layer):
     """tanh(x); dy/dx = 1 - y^2."""
 
+    row_parallel = True
+
     def forward(self, x):
         self._y = y = np.tanh(x)
         return y
 
-    def backward(self, grad_out, need_input_grad=True):
+    def backward(self, grad_out, input_grad=True):
         return grad_out * (1.0 - self._y * self._y)
 
 
@@ -182,12 +203,14 @@ class GELU(Layer):
     y = 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3)
     """
 
+    row_parallel = True
+
     def forward(self, x):
         self._x = x
         self._t = t = np.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x * x * x))
         return 0.5 * x * (1.0 + t)
 
-    def backward(self, grad_out, need_input_grad=True):
+    def backward(self, grad_out, input_grad=True):
         x, t = self._x, self._t
         du = _SQRT_2_OVER_PI * (1.0 + 3.0 * 0.044715 * x * x)
         return grad_out * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du)
@@ -196,12 +219,14 @@ class GELU(Layer):
 class SiLU(Layer):
     """x * sigmoid(x) (Swish); dy/dx = s + x s (1 - s)."""
 
+    row_parallel = True
+
     def forward(self, x):
         self._x = x
         self._s = s = sigmoid(x)
         return x * s
 
-    def backward(self, grad_out, need_input_grad=True):
+    def backward(self, grad_out, input_grad=True):
         s = self._s
         return grad_out * (s + self._x * s * (1.0 - s))
 
@@ -217,17 +242,21 @@ def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
 class Softmax(Layer):
     """Softmax over the last axis (for inference; train with the fused softmax cross-entropy)."""
 
+    row_parallel = True
+
     def forward(self, x):
         self._y = y = softmax(x)
         return y
 
-    def backward(self, grad_out, need_input_grad=True):
+    def backward(self, grad_out, input_grad=True):
         y = self._y                                  # J^T g = y * (g - sum(g * y))
         return y * (grad_out - (grad_out * y).sum(axis=-1, keepdims=True))
 
 
 class Dropout(Layer):
     """Inverted dropout: in train mode zero each unit with probability p and scale by 1/(1-p)."""
+
+    row_parallel = True
 
     def __init__(self, p: float = 0.5, *, rng=None):
         if not 0.0 <= p < 1.0:
@@ -249,7 +278,7 @@ class Dropout(Layer):
         self._mask = mask
         return x * mask
 
-    def backward(self, grad_out, need_input_grad=True):
+    def backward(self, grad_out, input_grad=True):
         return grad_out if self._mask is None else grad_out * self._mask
 
     def config(self):
@@ -260,7 +289,7 @@ class _BatchNorm(Layer):
     """What both batch norms share: parameters, running statistics, sums over a split batch,
     and the eval-mode backward. Subclasses bring forward/backward for their layout."""
 
-    batch_sums = None       # set by parallel.SplitBatch while a batch is split across cores
+    uses_batch_sums = True
 
     def __init__(self, num_features: int, *, momentum: float = 0.1, eps: float = 1e-5,
                  dtype=np.float32):
@@ -287,7 +316,7 @@ class _BatchNorm(Layer):
         self.running_var += (m * rows / max(rows - 1, 1)) * var
 
     def _eval_backward(self, g: np.ndarray, x: np.ndarray,
-                       need_input_grad: bool) -> np.ndarray | None:
+                       input_grad: bool) -> np.ndarray | None:
         """Backward of the eval-mode affine map on rows: g, x (M, D) -> dx (M, D).
 
         The running statistics are constants, so dx = g * gamma / std, with no batch terms.
@@ -296,7 +325,7 @@ class _BatchNorm(Layer):
         xhat = (x - self.running_mean) * inv_std                # (M, D)
         (g * xhat).sum(axis=0, out=self.gamma.grad)
         g.sum(axis=0, out=self.beta.grad)
-        if not need_input_grad:
+        if not input_grad:
             return None
         return g * (self.gamma.data * inv_std)
 
@@ -313,6 +342,8 @@ class _BatchNorm(Layer):
 class BatchNorm1d(_BatchNorm):
     """Batch normalization over the batch axis of (N, D); running stats used in eval mode."""
 
+    row_parallel = True
+
     def forward(self, x):
         self._eval = not self.training
         if self._eval:                                 # fixed statistics: an affine map
@@ -328,13 +359,13 @@ class BatchNorm1d(_BatchNorm):
         self._update_running(mean, var, n)
         return self._xhat * self.gamma.data + self.beta.data
 
-    def backward(self, grad_out, need_input_grad=True):
+    def backward(self, grad_out, input_grad=True):
         if self._eval:
-            return self._eval_backward(grad_out, self._x, need_input_grad)
+            return self._eval_backward(grad_out, self._x, input_grad)
         xhat = self._xhat
         (grad_out * xhat).sum(axis=0, out=self.gamma.grad)
         grad_out.sum(axis=0, out=self.beta.grad)
-        if not need_input_grad:
+        if not input_grad:
             return None
         # dx = gamma/std * (g - mean(g) - xhat * mean(g * xhat)), all over the batch axis
         n = self._rows
@@ -347,20 +378,11 @@ class BatchNorm1d(_BatchNorm):
 class Flatten(Layer):
     """(N, ...) -> (N, prod(...))."""
 
+    row_parallel = True
+
     def forward(self, x):
         self._shape = x.shape
         return x.reshape(x.shape[0], -1)
 
-    def backward(self, grad_out, need_input_grad=True):
+    def backward(self, grad_out, input_grad=True):
         return grad_out.reshape(self._shape)
-
-
-for _cls in (Dense, ReLU, LeakyReLU, Sigmoid, Tanh, GELU, SiLU, Softmax, Dropout, BatchNorm1d,
-             Flatten):
-    _cls.row_parallel = True
-
-LAYERS: dict[str, type[Layer]] = {
-    cls.__name__: cls
-    for cls in (Dense, ReLU, LeakyReLU, Sigmoid, Tanh, GELU, SiLU, Softmax, Dropout,
-                BatchNorm1d, Flatten)
-}

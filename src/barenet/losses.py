@@ -56,9 +56,3 @@ def mean_squared_error(outputs: np.ndarray, targets: np.ndarray) -> tuple[float,
     diff *= 2.0 / diff.size
     return loss, diff
 
-
-LOSSES = {
-    "cross_entropy": softmax_cross_entropy,
-    "softmax_cross_entropy": softmax_cross_entropy,
-    "mse": mean_squared_error,
-}

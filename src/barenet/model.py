@@ -5,13 +5,17 @@ Also the JSON architecture description that rebuilds a model (used by serialize.
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import math
+from collections.abc import Iterator
 
 import numpy as np
 
 from .init import as_rng
-from .layers import LAYERS, Layer, Parameter, softmax
+from .layers import BatchNorm1d, Dense, Dropout, Layer, Parameter, softmax
 from .parallel import infer
+from .registry import LAYERS
 
 PIXEL_SCALE = 1.0 / 255.0
 
@@ -35,8 +39,7 @@ class Sequential:
     def _adapt(self, x: np.ndarray) -> np.ndarray:
         # Images (N, 28, 28) flatten for a Dense first layer and gain a channel axis for a conv;
         # flat rows of a square image, (N, 784), become (N, 1, 28, 28) for a conv.
-        first = self.layers[0] if self.layers else None
-        want = getattr(first, "input_ndim", 2)
+        want = self.layers[0].input_ndim if self.layers else 2
         if x.ndim > want and want == 2:
             return x.reshape(x.shape[0], -1)
         if x.ndim == 3 and want == 4:
@@ -69,7 +72,7 @@ class Sequential:
         g = grad_out
         last = len(self.layers) - 1
         for i, layer in enumerate(reversed(self.layers)):
-            g = layer.backward(g, need_input_grad=input_grad or i < last)
+            g = layer.backward(g, input_grad=input_grad or i < last)
         return g
 
     def parameters(self) -> list[Parameter]:
@@ -87,19 +90,29 @@ class Sequential:
             layer.training = False
         return self
 
+    @contextlib.contextmanager
+    def evaluating(self) -> Iterator[Sequential]:
+        """`with model.evaluating():` eval mode inside the block; afterwards every layer has
+        its training flag back, also when the block raised. Nests."""
+        saved = self.training, [layer.training for layer in self.layers]
+        self.eval()
+        try:
+            yield self
+        finally:
+            self.training = saved[0]
+            for layer, training in zip(self.layers, saved[1]):
+                layer.training = training
+
     def logits(self, x: np.ndarray, batch_size: int = 10_000) -> np.ndarray:
         """Eval-mode outputs (N, K) before the softmax; uint8 images are scaled to [0, 1].
 
         forward(x) in eval mode, batch by batch; parallel.infer computes it on every core.
         """
-        was_training = self.training
-        self.eval()
-        try:
-            return infer(self, x, batch_size)
-        finally:
-            if was_training:
-                self.train()
-            self.release()
+        with self.evaluating():
+            try:
+                return infer(self, x, batch_size)
+            finally:
+                self.release()
 
     def release(self) -> None:
         """Free every layer's kept activations and scratch buffers (see Layer.release)."""
@@ -123,7 +136,6 @@ class Sequential:
 
     @classmethod
     def from_architecture(cls, spec: list[dict], *, rng=None, dtype=np.float32) -> Sequential:
-        _register_optional_layers()
         rng = as_rng(rng)
         layers = []
         for entry in spec:
@@ -194,7 +206,6 @@ def architecture_shapes(spec) -> dict[str, tuple[int, ...]]:
     whole, positive sizes within bounds, or when one layer's input cannot be the output of
     the layer before it (a Dense of 20 inputs after one of 10 outputs).
     """
-    _register_optional_layers()
     if not isinstance(spec, list) or not spec:
         raise ValueError("the architecture is not a non-empty list of layers")
     if len(spec) > MAX_LAYERS:
@@ -208,7 +219,7 @@ def architecture_shapes(spec) -> dict[str, tuple[int, ...]]:
             raise ValueError(f"layer {i}: unknown layer type {str(kind)[:40]!r}")
         kind, where = entry["type"], f"layer {i} ({entry['type']})"
         _check_values(entry, where)
-        maps = getattr(LAYERS[kind], "input_ndim", 2) == 4
+        maps = LAYERS[kind].input_ndim == 4
         if maps and rank == 2:
             raise ValueError(f"{where}: needs feature maps, but the layer before gives vectors")
         if kind in ("Dense", "BatchNorm1d") and rank == 4:
@@ -291,15 +302,7 @@ def _follows(given, wanted, where: str, what: str) -> None:
         raise ValueError(f"{where}: takes {wanted} {what} but the layer before gives {given}")
 
 
-def _register_optional_layers() -> None:
-    """Convolutional layers register themselves in LAYERS when barenet.conv is imported."""
-    import importlib.util
-    if importlib.util.find_spec("barenet.conv") is not None:
-        import barenet.conv  # noqa: F401
-
-
 def _init_params(cls) -> set[str]:
-    import inspect
     return set(inspect.signature(cls.__init__).parameters)
 
 
@@ -313,11 +316,11 @@ def mlp(n_in: int, hidden: list[int], n_out: int, *, activation: str = "ReLU",
     layers: list[Layer] = []
     sizes = [n_in, *hidden]
     for a, b in zip(sizes[:-1], sizes[1:]):
-        layers.append(LAYERS["Dense"](a, b, init=init, rng=rng, dtype=dtype))
+        layers.append(Dense(a, b, init=init, rng=rng, dtype=dtype))
         if batch_norm:
-            layers.append(LAYERS["BatchNorm1d"](b, dtype=dtype))
+            layers.append(BatchNorm1d(b, dtype=dtype))
         layers.append(LAYERS[activation]())
         if dropout:
-            layers.append(LAYERS["Dropout"](dropout, rng=rng))
-    layers.append(LAYERS["Dense"](sizes[-1], n_out, init=init, rng=rng, dtype=dtype))
+            layers.append(Dropout(dropout, rng=rng))
+    layers.append(Dense(sizes[-1], n_out, init=init, rng=rng, dtype=dtype))
     return Sequential(*layers)

@@ -207,7 +207,7 @@ def training_parts(model, batch_size: int) -> int:
     CPU the process may use, as long as BLAS may use that many threads (OPENBLAS_NUM_THREADS=1
     keeps training on one core) and every part gets MIN_PART_ROWS images.
     """
-    if not model.layers or getattr(model.layers[0], "input_ndim", 2) != 4:
+    if not model.layers or model.layers[0].input_ndim != 4:
         return 1
     controller, threads = _controller()
     cpus = _cpus()
@@ -278,8 +278,9 @@ class SplitBatch:
                           if isinstance(getattr(layer, "rng", None), np.random.Generator)]
                          for shard in self.shards]
         # Layers that need whole-batch sums, as one list per shard (same order in each).
-        self.norms = [[layer for layer in shard.layers if hasattr(layer, "batch_sums")]
+        self.norms = [[layer for layer in shard.layers if layer.uses_batch_sums]
                       for shard in self.shards]
+        self._exchanges: list[BatchSums] = []       # this batch's, one per batch norm layer
         self._context = contextlib.ExitStack()
 
     def __enter__(self) -> SplitBatch:
@@ -296,11 +297,12 @@ class SplitBatch:
 
     def _share(self) -> None:
         """Give every batch norm layer a fresh exchange with its twins in the other parts."""
+        self._exchanges = []
         for twins in zip(*self.norms):
             sums = BatchSums(self.parts)
+            self._exchanges.append(sums)
             for part, layer in enumerate(twins):
                 layer.batch_sums = functools.partial(sums.total, part)
-                layer._exchange = sums
 
     def _unshare(self) -> None:
         for layers in self.norms:
@@ -336,8 +338,8 @@ class SplitBatch:
             try:
                 return self._part(self.shards[i], inputs[lo:hi], labels[lo:hi], loss, m)
             except BaseException:
-                for layer in self.norms[i]:     # wake the other parts instead of a deadlock
-                    layer._exchange.abort()
+                for sums in self._exchanges:    # wake the other parts instead of a deadlock
+                    sums.abort()
                 raise
 
         futures = [_pool(k - 1).submit(part, i) for i in range(1, k)]

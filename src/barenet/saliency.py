@@ -30,10 +30,8 @@ def input_gradient(model: Sequential, x: np.ndarray,
         target = np.broadcast_to(np.asarray(target, np.int64), (n,))
     params = model.parameters()
     dtype = params[0].data.dtype if params else np.float32           # float64 for gradchecks
-    was_training = model.training
-    model.eval()
     grads, targets = [], []
-    try:
+    with model.evaluating():
         for i in range(0, n, CHUNK):
             batch = as_input(images[i:i + CHUNK], dtype)            # (B, H, W) in [0, 1]
             logits = model.forward(batch)                          # (B, K)
@@ -42,9 +40,6 @@ def input_gradient(model: Sequential, x: np.ndarray,
             grad_out[np.arange(len(batch)), chosen] = 1.0           # d logit[c] / d logits
             grads.append(model.backward(grad_out, input_grad=True).reshape(batch.shape))
             targets.append(chosen)
-    finally:
-        if was_training:
-            model.train()
     grad = np.concatenate(grads)
     chosen = np.concatenate(targets)
     return (grad[0], chosen[:1]) if single else (grad, chosen)

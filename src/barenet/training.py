@@ -139,20 +139,14 @@ def split_validation(x: np.ndarray, y: np.ndarray, fraction: float, rng=None):
 
 def evaluate(model: Sequential, x: np.ndarray, labels: np.ndarray, *,
              loss: LossFn = softmax_cross_entropy, batch_size: int = 10_000) -> dict[str, float]:
-    """Mean loss and accuracy in eval mode (the model's mode is restored afterwards)."""
-    was_training = model.training
-    model.eval()
+    """Mean loss and accuracy in eval mode (model.logits restores the model's mode after)."""
     total_loss, correct = 0.0, 0
-    try:
-        for i in range(0, len(x), batch_size):
-            logits = model.logits(x[i:i + batch_size], batch_size)
-            yb = labels[i:i + batch_size]
-            batch_loss, _ = loss(logits, yb)
-            total_loss += batch_loss * len(yb)
-            correct += int((logits.argmax(axis=1) == yb).sum())
-    finally:
-        if was_training:
-            model.train()
+    for i in range(0, len(x), batch_size):
+        logits = model.logits(x[i:i + batch_size], batch_size)
+        yb = labels[i:i + batch_size]
+        batch_loss, _ = loss(logits, yb)
+        total_loss += batch_loss * len(yb)
+        correct += int((logits.argmax(axis=1) == yb).sum())
     n = max(len(x), 1)
     return {"loss": total_loss / n, "accuracy": correct / n}
 

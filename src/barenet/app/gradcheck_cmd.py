@@ -1,8 +1,8 @@
 """`barenet gradcheck`: every registered layer, every loss and a whole network, checked in float64.
 
 Each backward pass is compared with centered differences (barenet.gradcheck); the table lists
-one row per input or parameter gradient. Layers registered later (e.g. conv layers) are picked
-up from barenet.layers.LAYERS and built with small sizes guessed from their signatures.
+one row per input or parameter gradient. Every layer in barenet.registry.LAYERS is built with
+small sizes guessed from its signature, so a layer added there is checked too.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import click
 import numpy as np
 
 from ..gradcheck import check_layer, check_model, numerical_gradient, relative_error
-from ..layers import LAYERS, Layer
+from ..layers import Layer
+from ..registry import LAYERS, LOSSES
 
 THRESHOLD = 1e-6
 
@@ -42,14 +43,15 @@ class FixedMask(Layer):
 
     def __init__(self, layer: Layer):
         self.layer = layer
+        self.input_ndim = layer.input_ndim
         self._state = layer.rng.bit_generator.state
 
     def forward(self, x):
         self.layer.rng.bit_generator.state = self._state
         return self.layer.forward(x)
 
-    def backward(self, grad_out, need_input_grad=True):
-        return self.layer.backward(grad_out, need_input_grad)
+    def backward(self, grad_out, input_grad=True):
+        return self.layer.backward(grad_out, input_grad)
 
     def parameters(self):
         return self.layer.parameters()
@@ -85,7 +87,7 @@ def _build(cls: type[Layer], rng: np.random.Generator) -> Layer:
 
 
 def _input_for(layer: Layer, rng: np.random.Generator) -> np.ndarray:
-    if getattr(layer, "input_ndim", 2) == 4:
+    if layer.input_ndim == 4:
         return away_from_kink((2, _WIDTH, 6, 6), rng)          # (N, C, H, W)
     return away_from_kink((5, _WIDTH), rng)                     # (N, D)
 
@@ -128,15 +130,9 @@ def layer_cases(rng: np.random.Generator) -> Iterator[tuple[str, Callable[[], tu
 
 
 def check_losses(rng: np.random.Generator) -> list[tuple[str, str, float]]:
-    """(loss, 'logits', relative error) for every loss in barenet.losses.LOSSES."""
-    from ..losses import LOSSES
-
+    """(loss, 'logits', relative error) for every loss in barenet.registry.LOSSES."""
     rows = []
-    seen = set()
     for name, fn in LOSSES.items():
-        if fn in seen:                                          # aliases of one function
-            continue
-        seen.add(fn)
         variants = [(name, fn, rng.integers(0, 4, 5))]
         if "label_smoothing" in inspect.signature(fn).parameters:
             variants.append((f"{name}, smoothing 0.1",
@@ -182,12 +178,10 @@ def whole_network(rng: np.random.Generator):
 
 
 def conv_network(rng: np.random.Generator):
-    """A float64 CNN over (N, 1, 8, 8) with strides, padding and pooling, or None without conv."""
+    """A float64 CNN over (N, 1, 8, 8) with strides, padding and pooling."""
     from ..losses import softmax_cross_entropy
     from ..model import Sequential
 
-    if "Conv2D" not in LAYERS:
-        return None
     f64, L = np.float64, LAYERS
     model = Sequential(
         L["Conv2D"](1, 3, 3, padding=1, bias=False, rng=rng, dtype=f64),    # (N, 3, 8, 8)
@@ -209,7 +203,7 @@ def _network_rows(model, loss_fn, x, labels) -> list[dict]:
     # check_model names parameters by their position in model.parameters(); name the layer.
     names = ["input"] + [f"{i} {_name(layer)}.{p.name}" for i, layer in enumerate(model.layers)
                          for p in layer.parameters()]
-    kind = "CNN" if getattr(model.layers[0], "input_ndim", 2) == 4 else "MLP"
+    kind = "CNN" if model.layers[0].input_ndim == 4 else "MLP"
     return [{"kind": "network", "check": f"{kind} ({len(model.layers)} layers)",
              "parameter": param, "relative_error": err}
             for param, err in zip(names, errors.values())]
@@ -217,9 +211,6 @@ def _network_rows(model, loss_fn, x, labels) -> list[dict]:
 
 def run_checks(seed: int = 0) -> list[dict]:
     """Every check as a row: {kind, check, parameter, relative_error}; errors as rows too."""
-    from ..model import _register_optional_layers
-
-    _register_optional_layers()                     # conv layers join LAYERS on import
     rng = np.random.default_rng(seed)
     rows = []
     for label, make in layer_cases(rng):
@@ -237,9 +228,7 @@ def run_checks(seed: int = 0) -> list[dict]:
         rows.append({"kind": "loss", "check": label, "parameter": param, "relative_error": err})
     rows += _network_rows(*whole_network(rng))
     try:
-        cnn = conv_network(rng)
-        if cnn is not None:
-            rows += _network_rows(*cnn)
+        rows += _network_rows(*conv_network(rng))
     except Exception as exc:                        # conv layers whose arguments changed
         rows.append({"kind": "network", "check": "CNN", "parameter": "-",
                      "relative_error": None, "error": f"{type(exc).__name__}: {exc}"})
