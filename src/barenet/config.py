@@ -1,7 +1,8 @@
 """Run configuration: frozen dataclasses read from TOML, overridable by `section.key=value`.
 
 Every value is checked on load; an unknown key or an impossible value raises ConfigError
-with one line that names the key. Building models and optimizers from a config is here too.
+with one line that names the key. The names a config may use come from registry.py; building
+the model, optimizer and the rest from a config is in build.py.
 """
 
 from __future__ import annotations
@@ -14,6 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from . import sizing
+from .build import (  # noqa: F401  (app/runs.py and benchmarks import them from here)
+    build_augment,
+    build_loss,
+    build_model,
+    build_optimizer,
+    build_schedule,
+)
+from .registry import ACTIVATIONS, INITIALIZERS, LOSSES, OPTIMIZERS, SCHEDULES
 from .sizing import TRAIN_IMAGES, LayerSpecError, short
 
 if sys.version_info >= (3, 11):
@@ -58,13 +67,16 @@ class AugmentConfig:
 
     @property
     def enabled(self) -> bool:
-        from .data.augment import changes_images  # NumPy only; imported when asked
-        return changes_images(self)
+        return any(getattr(self, key) for key in AUGMENTATIONS)
+
+
+# The augment keys that change images (0 = off); elastic_sigma and erase_area only shape them.
+AUGMENTATIONS = ("shift", "rotate", "scale", "elastic_alpha", "flip", "erase")
 
 
 @dataclass(frozen=True)
 class OptimizerConfig:
-    name: str = "sgd"                # sgd | rmsprop | adam | adamw
+    name: str = "sgd"                # a name in registry.OPTIMIZERS
     lr: float = 0.1
     momentum: float = 0.9
     nesterov: bool = True
@@ -78,7 +90,7 @@ class OptimizerConfig:
 
 @dataclass(frozen=True)
 class ScheduleConfig:
-    name: str = "cosine"             # none | step | exponential | cosine | onecycle | plateau
+    name: str = "cosine"             # a name in registry.SCHEDULES
     warmup: float = 0.0              # epochs of linear warm-up (cosine)
     milestones: tuple[int, ...] = ()  # step decay epochs
     gamma: float = 0.1               # step / exponential factor
@@ -92,7 +104,7 @@ class TrainingConfig:
     epochs: int = 20
     batch_size: int = 128            # 0 = full batch (plain gradient descent)
     seed: int = 0
-    loss: str = "cross_entropy"      # cross_entropy | mse
+    loss: str = "cross_entropy"      # a name in registry.LOSSES
     label_smoothing: float = 0.0
     early_stopping: int = 0          # patience in epochs on val_accuracy; 0 = off
 
@@ -119,17 +131,16 @@ def _plain(value):
     return value
 
 
-_SECTION_CLASSES = {"data": DataConfig, "model": ModelConfig, "optimizer": OptimizerConfig,
-                    "schedule": ScheduleConfig, "training": TrainingConfig,
-                    "augment": AugmentConfig}
+_SECTION_CLASSES = {f.name: f.default_factory for f in fields(Config) if f.name != "description"}
+# Keys whose value is a name, and the names each may take (from the registries).
 CHOICES = {
     "data.dataset": ("mnist", "fashion-mnist"),
-    "model.activation": ("ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "SiLU"),
-    "optimizer.name": ("sgd", "rmsprop", "adam", "adamw"),
-    "schedule.name": ("none", "step", "exponential", "cosine", "onecycle", "plateau"),
-    "training.loss": ("cross_entropy", "mse"),
+    "model.activation": tuple(ACTIVATIONS),
+    "model.init": tuple(sorted(INITIALIZERS)),
+    "optimizer.name": tuple(OPTIMIZERS),
+    "schedule.name": tuple(SCHEDULES),
+    "training.loss": tuple(LOSSES),
 }
-
 
 INT_MAX = 2**63 - 1                  # what NumPy's int64 holds (seeds, epochs, sizes)
 CONFIG_FILE_LIMIT = 1 << 20          # bytes; a config is a few kB, /dev/zero is endless
@@ -213,66 +224,15 @@ def from_dict(raw: dict) -> Config:
 
 
 def validate(c: Config) -> None:
-    def check(ok: bool, key: str, what: str, value):
-        if not ok:
-            raise ConfigError(f"{key} {what}, got {short(value)}")
-
+    """Raise ConfigError naming the first key whose value is impossible."""
     for key, options in CHOICES.items():
         section, name = key.split(".")
         value = getattr(getattr(c, section), name)
-        check(value in options, key, f"must be one of {', '.join(options)}", value)
-    check(c.data.validation >= 0 and (c.data.validation < 1 or c.data.validation.is_integer()),
-          "data.validation", "must be a fraction in [0, 1) or a whole number of images",
-          c.data.validation)
-    check(c.data.validation < TRAIN_IMAGES, "data.validation",
-          f"must leave training images: the training sets have {TRAIN_IMAGES}",
-          c.data.validation)
-    check(all(h > 0 for h in c.model.hidden), "model.hidden", "sizes must be positive",
-          list(c.model.hidden))
-    check(0 <= c.model.dropout < 1, "model.dropout", "must be in [0, 1)", c.model.dropout)
-    from .init import INITIALIZERS
-    check(c.model.init in INITIALIZERS, "model.init",
-          f"must be one of {', '.join(sorted(INITIALIZERS))}", c.model.init)
-    a = c.augment
-    for key, most in (("shift", 28.0), ("rotate", 360.0), ("elastic_alpha", 1000.0)):
-        check(0 <= getattr(a, key) <= most, f"augment.{key}", f"must be in [0, {most:g}] "
-              f"(0 = off)", getattr(a, key))
-    check(0 <= a.scale < 1, "augment.scale", "must be in [0, 1) (0 = off)", a.scale)
-    check(0 <= a.flip <= 1, "augment.flip", "is a probability: must be in [0, 1]", a.flip)
-    check(0 <= a.erase <= 1, "augment.erase", "is a probability: must be in [0, 1]", a.erase)
-    check(0.02 <= a.erase_area <= 1, "augment.erase_area", "must be in [0.02, 1]",
-          a.erase_area)
-    check(0 < a.elastic_sigma <= 28, "augment.elastic_sigma", "must be in (0, 28] (pixels)",
-          a.elastic_sigma)
-    o = c.optimizer
-    check(o.lr > 0, "optimizer.lr", "must be > 0", o.lr)
-    check(0 <= o.momentum < 1, "optimizer.momentum", "must be in [0, 1)", o.momentum)
-    check(not (o.nesterov and o.name == "sgd" and o.momentum == 0), "optimizer.nesterov",
-          "needs optimizer.momentum > 0", o.nesterov)
-    check(o.weight_decay >= 0, "optimizer.weight_decay", "must be >= 0", o.weight_decay)
-    check(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), "optimizer.betas",
-          "must be two numbers in [0, 1)", list(o.betas))
-    check(0 < o.alpha < 1, "optimizer.alpha", "must be in (0, 1)", o.alpha)
-    check(o.eps > 0, "optimizer.eps", "must be > 0", o.eps)
-    check(o.clip_value >= 0, "optimizer.clip_value", "must be >= 0 (0 = off)", o.clip_value)
-    check(o.clip_norm >= 0, "optimizer.clip_norm", "must be >= 0 (0 = off)", o.clip_norm)
-    s = c.schedule
-    check(s.warmup >= 0, "schedule.warmup", "must be >= 0", s.warmup)
-    check(all(m > 0 for m in s.milestones), "schedule.milestones", "must be positive epochs",
-          list(s.milestones))
-    check(0 < s.gamma <= 1, "schedule.gamma", "must be in (0, 1]", s.gamma)
-    check(0 <= s.min_factor <= 1, "schedule.min_factor", "must be in [0, 1]", s.min_factor)
-    check(s.patience >= 0, "schedule.patience", "must be >= 0", s.patience)
-    check(0 < s.pct_start < 1, "schedule.pct_start", "must be in (0, 1)", s.pct_start)
-    t = c.training
-    check(t.epochs > 0, "training.epochs", "must be > 0", t.epochs)
-    check(t.batch_size >= 0, "training.batch_size", "must be >= 0 (0 = full batch)",
-          t.batch_size)
-    check(0 <= t.label_smoothing < 1, "training.label_smoothing", "must be in [0, 1)",
-          t.label_smoothing)
-    check(t.early_stopping >= 0, "training.early_stopping", "must be >= 0 (0 = off)",
-          t.early_stopping)
-    check(t.seed >= 0, "training.seed", "must be >= 0", t.seed)
+        _check(value in options, key, f"must be one of {', '.join(options)}", value)
+    _check_data_and_model(c)
+    _check_augment(c.augment)
+    _check_optimizer(c.optimizer)
+    _check_schedule_and_training(c.schedule, c.training)
     _check_size(c)
     if c.model.layers:          # built once (it fits): the layers' own checks have the last word
         from .model import Sequential
@@ -282,32 +242,82 @@ def validate(c: Config) -> None:
             raise ConfigError(f"model.layers: {sizing.cut(exc, 200)}") from None
 
 
+def _check(ok: bool, key: str, what: str, value) -> None:
+    if not ok:
+        raise ConfigError(f"{key} {what}, got {short(value)}")
+
+
+def _check_data_and_model(c: Config) -> None:
+    validation = c.data.validation
+    _check(validation >= 0 and (validation < 1 or validation.is_integer()), "data.validation",
+           "must be a fraction in [0, 1) or a whole number of images", validation)
+    _check(validation < TRAIN_IMAGES, "data.validation",
+           f"must leave training images: the training sets have {TRAIN_IMAGES}", validation)
+    _check(all(h > 0 for h in c.model.hidden), "model.hidden", "sizes must be positive",
+           list(c.model.hidden))
+    _check(0 <= c.model.dropout < 1, "model.dropout", "must be in [0, 1)", c.model.dropout)
+
+
+def _check_augment(a: AugmentConfig) -> None:
+    for key, most in (("shift", 28.0), ("rotate", 360.0), ("elastic_alpha", 1000.0)):
+        _check(0 <= getattr(a, key) <= most, f"augment.{key}", f"must be in [0, {most:g}] "
+               f"(0 = off)", getattr(a, key))
+    _check(0 <= a.scale < 1, "augment.scale", "must be in [0, 1) (0 = off)", a.scale)
+    _check(0 <= a.flip <= 1, "augment.flip", "is a probability: must be in [0, 1]", a.flip)
+    _check(0 <= a.erase <= 1, "augment.erase", "is a probability: must be in [0, 1]", a.erase)
+    _check(0.02 <= a.erase_area <= 1, "augment.erase_area", "must be in [0.02, 1]",
+           a.erase_area)
+    _check(0 < a.elastic_sigma <= 28, "augment.elastic_sigma", "must be in (0, 28] (pixels)",
+           a.elastic_sigma)
+
+
+def _check_optimizer(o: OptimizerConfig) -> None:
+    _check(o.lr > 0, "optimizer.lr", "must be > 0", o.lr)
+    _check(0 <= o.momentum < 1, "optimizer.momentum", "must be in [0, 1)", o.momentum)
+    _check(not (o.nesterov and o.name == "sgd" and o.momentum == 0), "optimizer.nesterov",
+           "needs optimizer.momentum > 0", o.nesterov)
+    _check(o.weight_decay >= 0, "optimizer.weight_decay", "must be >= 0", o.weight_decay)
+    _check(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), "optimizer.betas",
+           "must be two numbers in [0, 1)", list(o.betas))
+    _check(0 < o.alpha < 1, "optimizer.alpha", "must be in (0, 1)", o.alpha)
+    _check(o.eps > 0, "optimizer.eps", "must be > 0", o.eps)
+    _check(o.clip_value >= 0, "optimizer.clip_value", "must be >= 0 (0 = off)", o.clip_value)
+    _check(o.clip_norm >= 0, "optimizer.clip_norm", "must be >= 0 (0 = off)", o.clip_norm)
+
+
+def _check_schedule_and_training(s: ScheduleConfig, t: TrainingConfig) -> None:
+    _check(s.warmup >= 0, "schedule.warmup", "must be >= 0", s.warmup)
+    _check(all(m > 0 for m in s.milestones), "schedule.milestones", "must be positive epochs",
+           list(s.milestones))
+    _check(0 < s.gamma <= 1, "schedule.gamma", "must be in (0, 1]", s.gamma)
+    _check(0 <= s.min_factor <= 1, "schedule.min_factor", "must be in [0, 1]", s.min_factor)
+    _check(s.patience >= 0, "schedule.patience", "must be >= 0", s.patience)
+    _check(0 < s.pct_start < 1, "schedule.pct_start", "must be in (0, 1)", s.pct_start)
+    _check(t.epochs > 0, "training.epochs", "must be > 0", t.epochs)
+    _check(t.batch_size >= 0, "training.batch_size", "must be >= 0 (0 = full batch)",
+           t.batch_size)
+    _check(0 <= t.label_smoothing < 1, "training.label_smoothing", "must be in [0, 1)",
+           t.label_smoothing)
+    _check(t.early_stopping >= 0, "training.early_stopping", "must be >= 0 (0 = off)",
+           t.early_stopping)
+    _check(t.seed >= 0, "training.seed", "must be >= 0", t.seed)
+
+
 def _check_size(c: Config) -> None:
     """Refuse a network that cannot run on 28x28 images or cannot fit in this machine's
-    memory (parameters, gradients, optimizer state, one batch's activations), before any
-    array exists: a MemoryError half-way through building it is no message."""
+    memory, before any array exists: a MemoryError half-way through building it is no message."""
     key = "model.layers" if c.model.layers else "model.hidden"
     layers = (list(c.model.layers) if c.model.layers
               else sizing.mlp_layers(c.model.hidden, c.model.batch_norm, c.model.dropout))
-    try:
-        net = sizing.walk(layers)
-    except LayerSpecError as exc:
-        raise ConfigError(f"{key}: {exc}") from None
     n_val = c.data.validation if c.data.validation >= 1 else TRAIN_IMAGES * c.data.validation
     n_train = TRAIN_IMAGES - int(n_val)
     batch = min(c.training.batch_size or n_train, n_train)
     o = c.optimizer
     slots = {"sgd": int(o.momentum > 0), "rmsprop": 1 + int(o.momentum > 0)}.get(o.name, 2)
-    param_bytes, act_bytes, which = sizing.training_bytes(net, batch, slots)
-    limit, source = sizing.available_memory()
-    if param_bytes + act_bytes > limit:
-        raise ConfigError(
-            f"{key}: this network needs at least {sizing.human_bytes(param_bytes + act_bytes)} "
-            f"to train ({net['params']:,} parameters with gradients and optimizer state: "
-            f"{sizing.human_bytes(param_bytes)}; activations of {which}: "
-            f"{sizing.human_bytes(act_bytes)}), more than the "
-            f"{sizing.human_bytes(limit)} available ({source}); use smaller layers or a "
-            f"smaller training.batch_size")
+    try:
+        sizing.check_fits(layers, batch, slots)
+    except LayerSpecError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -387,64 +397,3 @@ def replace(config: Config, section: str, **changes) -> Config:
         getattr(config, section), **changes)})
     validate(new)
     return new
-
-
-# Building the pieces a config describes.
-
-def build_model(c: Config, n_in: int = 784, n_out: int = 10, rng=None):
-    from .model import Sequential, mlp
-    if c.model.layers:
-        return Sequential.from_architecture(list(c.model.layers), rng=rng)
-    return mlp(n_in, list(c.model.hidden), n_out, activation=c.model.activation,
-               init=c.model.init, dropout=c.model.dropout, batch_norm=c.model.batch_norm,
-               rng=rng)
-
-
-def build_optimizer(c: Config, params):
-    from . import optim
-    o = c.optimizer
-    common = {"weight_decay": o.weight_decay, "clip_value": o.clip_value or None,
-              "clip_norm": o.clip_norm or None}
-    if o.name == "sgd":
-        return optim.SGD(params, o.lr, momentum=o.momentum, nesterov=o.nesterov, **common)
-    if o.name == "rmsprop":
-        return optim.RMSprop(params, o.lr, alpha=o.alpha, eps=o.eps, momentum=o.momentum,
-                             **common)
-    cls = optim.Adam if o.name == "adam" else optim.AdamW
-    return cls(params, o.lr, betas=o.betas, eps=o.eps, **common)
-
-
-def build_schedule(c: Config):
-    """(Schedule or None, ReduceOnPlateau or None)."""
-    from . import optim
-    s, epochs = c.schedule, c.training.epochs
-    if s.name == "step":
-        return optim.StepDecay(s.milestones, s.gamma), None
-    if s.name == "exponential":
-        return optim.ExponentialDecay(s.gamma), None
-    if s.name == "cosine":
-        return optim.CosineWarmup(epochs, s.warmup, s.min_factor), None
-    if s.name == "onecycle":
-        return optim.OneCycle(epochs, s.pct_start), None
-    if s.name == "plateau":
-        return None, optim.ReduceOnPlateau(s.gamma, s.patience)
-    return None, None
-
-
-def build_loss(c: Config):
-    from functools import partial
-
-    from .losses import mean_squared_error, softmax_cross_entropy
-    if c.training.loss == "mse":
-        return mean_squared_error
-    if c.training.label_smoothing:
-        return partial(softmax_cross_entropy, label_smoothing=c.training.label_smoothing)
-    return softmax_cross_entropy
-
-
-def build_augment(c: Config):
-    """A callable (batch, rng) -> augmented batch, or None when augmentation is off."""
-    if not c.augment.enabled:
-        return None
-    from .data.augment import Augmenter
-    return Augmenter(c.augment)

@@ -54,6 +54,8 @@ class Optimizer:
     """Shared plumbing: flat buffers, L2 weight decay, gradient clipping, state for checkpoints."""
 
     state_names: tuple[str, ...] = ()
+    # Keyword arguments beyond lr and the shared ones below, by their [optimizer] config names.
+    options: tuple[str, ...] = ()
 
     def __init__(self, params, lr: float, *, weight_decay: float = 0.0,
                  clip_value: float | None = None, clip_norm: float | None = None):
@@ -113,6 +115,7 @@ class SGD(Optimizer):
     """v = momentum v + g;  p -= lr (g + momentum v) if nesterov else lr v."""
 
     state_names = ("velocity",)
+    options = ("momentum", "nesterov")
 
     def __init__(self, params, lr: float = 0.01, *, momentum: float = 0.0,
                  nesterov: bool = False, **kw):
@@ -149,6 +152,7 @@ class RMSprop(Optimizer):
     """s = alpha s + (1 - alpha) g^2;  p -= lr g / (sqrt(s) + eps)  (with optional momentum)."""
 
     state_names = ("square_avg", "momentum_buffer")
+    options = ("alpha", "eps", "momentum")
 
     def __init__(self, params, lr: float = 0.01, *, alpha: float = 0.99, eps: float = 1e-8,
                  momentum: float = 0.0, **kw):
@@ -180,6 +184,7 @@ class Adam(Optimizer):
     """Adam (Kingma & Ba 2015) with bias correction; weight_decay is L2 added to the gradient."""
 
     state_names = ("exp_avg", "exp_avg_sq")
+    options = ("betas", "eps")
     decoupled = False
 
     def __init__(self, params, lr: float = 0.001, *, betas: tuple[float, float] = (0.9, 0.999),
@@ -232,6 +237,8 @@ class AdamW(Adam):
 
 class Schedule:
     per_batch = False
+    # Constructor arguments, in order, by their [schedule] config names ("epochs": training's).
+    options: tuple[str, ...] = ()
 
     def factor(self, t: float) -> float:
         return 1.0
@@ -239,6 +246,8 @@ class Schedule:
 
 class StepDecay(Schedule):
     """Multiply by gamma at each milestone epoch (e.g. 30, 50, 65)."""
+
+    options = ("milestones", "gamma")
 
     def __init__(self, milestones: Sequence[int], gamma: float = 0.1):
         self.milestones, self.gamma = sorted(int(m) for m in milestones), float(gamma)
@@ -249,6 +258,8 @@ class StepDecay(Schedule):
 
 class ExponentialDecay(Schedule):
     """gamma ** epoch."""
+
+    options = ("gamma",)
 
     def __init__(self, gamma: float):
         self.gamma = float(gamma)
@@ -261,6 +272,7 @@ class CosineWarmup(Schedule):
     """Linear warm-up over `warmup` epochs, then cosine decay to `min_factor` at `epochs`."""
 
     per_batch = True
+    options = ("epochs", "warmup", "min_factor")
 
     def __init__(self, epochs: float, warmup: float = 0.0, min_factor: float = 0.0):
         self.epochs, self.warmup, self.min_factor = float(epochs), float(warmup), float(min_factor)
@@ -278,6 +290,7 @@ class OneCycle(Schedule):
     """Smith's one-cycle: cosine rise from 1/div to 1 over pct_start, then fall to 1/final_div."""
 
     per_batch = True
+    options = ("epochs", "pct_start")
 
     def __init__(self, epochs: float, pct_start: float = 0.3, div: float = 25.0,
                  final_div: float = 1e4):
@@ -299,6 +312,8 @@ class ReduceOnPlateau:
 
     Stateful (fed at each epoch end), so it is a separate object, not a Schedule.
     """
+
+    options = ("gamma", "patience")     # the config's gamma is the factor
 
     def __init__(self, factor: float = 0.1, patience: int = 5, mode: str = "min",
                  min_delta: float = 0.0, min_lr: float = 0.0):

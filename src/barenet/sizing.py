@@ -146,66 +146,68 @@ def walk(layers: list[dict]) -> dict:
     first = layers[0].get("type") if isinstance(layers[0], dict) else None
     c, h, w = IMAGE_SHAPE
     shape: tuple[int, ...] = (c, h, w) if first in _MAP_LAYERS else (c * h * w,)
-    params = buffers = per_image = scratch = 0
+    net = {"params": 0, "buffers": 0, "per_image": 0, "scratch": 0}
     for i, table in enumerate(layers):
         if not isinstance(table, dict):
             raise LayerSpecError(f"layer {i}: expected a table with a type, got {short(table)}")
         args = check_layer(i, table)
-        kind, where = table["type"], f"layer {i} ({table['type']})"
-        is_map = len(shape) == 3
-        if kind in _MAP_LAYERS and kind != "GlobalAvgPool2D" and not is_map:
-            raise LayerSpecError(f"{where} needs a feature map (C, H, W) but gets "
-                                 f"{_shape_text(shape)} features")
-        if kind == "Dense":
-            if is_map:
-                raise LayerSpecError(f"{where} gets a feature map {_shape_text(shape)}; put a "
-                                     f"Flatten before it (n_in = {math.prod(shape)})")
-            if args["n_in"] != shape[0]:
-                raise LayerSpecError(f"{where}: n_in = {args['n_in']} but its input has "
-                                     f"{shape[0]} features")
-            params += args["n_in"] * args["n_out"] + (args["n_out"] if args.get("bias", True)
-                                                      else 0)
-            shape = (args["n_out"],)
-        elif kind == "Conv2D":
-            if args["in_channels"] != shape[0]:
-                raise LayerSpecError(f"{where}: in_channels = {args['in_channels']} but its "
-                                     f"input has {shape[0]} channels")
-            (kh, kw), (sh, sw) = args.get("kernel_size", (3, 3)), args.get("stride", (1, 1))
-            ph, pw = args.get("padding", (0, 0))
-            ho, wo = _out(shape[1], kh, sh, ph, where), _out(shape[2], kw, sw, pw, where)
-            cout = args["out_channels"]
-            params += cout * shape[0] * kh * kw + (cout if args.get("bias", True) else 0)
-            scratch += ho * wo * (kh * kw * shape[0] + 1)       # im2col columns per image
-            shape = (cout, ho, wo)
-        elif kind in ("MaxPool2D", "AvgPool2D"):
-            k = args.get("kernel_size", (2, 2))
-            s, p = args.get("stride", k), args.get("padding", (0, 0))
-            if p[0] > k[0] // 2 or p[1] > k[1] // 2:
-                raise LayerSpecError(f"{where}: padding must be at most half the kernel size")
-            shape = (shape[0], _out(shape[1], k[0], s[0], p[0], where),
-                     _out(shape[2], k[1], s[1], p[1], where))
-        elif kind in ("BatchNorm1d", "BatchNorm2d"):
-            if (kind == "BatchNorm1d") == is_map or args["num_features"] != shape[0]:
-                raise LayerSpecError(f"{where}: num_features = {args['num_features']} does not "
-                                     f"fit its input {_shape_text(shape)}")
-            params += 2 * shape[0]
-            buffers += 2 * shape[0]
-            per_image += math.prod(shape)                       # the normalized copy
-        elif kind == "GlobalAvgPool2D":
-            if not is_map:
-                raise LayerSpecError(f"{where} needs a feature map (C, H, W) but gets "
-                                     f"{_shape_text(shape)} features")
-            shape = (shape[0],)
-        elif kind == "Flatten":
-            shape = (math.prod(shape),)
-        per_image += math.prod(shape)                           # every layer's output
+        shape = _step(table["type"], args, shape, f"layer {i} ({table['type']})", net)
+        net["per_image"] += math.prod(shape)                    # every layer's output
     if shape != (N_CLASSES,):
         raise LayerSpecError(f"the last layer gives {_shape_text(shape)} outputs per image; "
                              f"the data set has {N_CLASSES} classes (end with a Dense of "
                              f"n_out = {N_CLASSES})")
-    maps = any(isinstance(t, dict) and t.get("type") in _MAP_LAYERS for t in layers)
-    return {"params": params, "buffers": buffers, "per_image": per_image,
-            "scratch": scratch, "maps": maps}
+    net["maps"] = any(isinstance(t, dict) and t.get("type") in _MAP_LAYERS for t in layers)
+    return net
+
+
+def _step(kind: str, args: dict, shape: tuple[int, ...], where: str, net: dict):
+    """The shape one layer makes of `shape`, adding its parameters and scratch to `net`."""
+    is_map = len(shape) == 3
+    if kind in _MAP_LAYERS and not is_map:
+        raise LayerSpecError(f"{where} needs a feature map (C, H, W) but gets "
+                             f"{_shape_text(shape)} features")
+    if kind == "Dense":
+        if is_map:
+            raise LayerSpecError(f"{where} gets a feature map {_shape_text(shape)}; put a "
+                                 f"Flatten before it (n_in = {math.prod(shape)})")
+        if args["n_in"] != shape[0]:
+            raise LayerSpecError(f"{where}: n_in = {args['n_in']} but its input has "
+                                 f"{shape[0]} features")
+        net["params"] += args["n_in"] * args["n_out"] + (args["n_out"] if args.get("bias", True)
+                                                         else 0)
+        return (args["n_out"],)
+    if kind == "Conv2D":
+        if args["in_channels"] != shape[0]:
+            raise LayerSpecError(f"{where}: in_channels = {args['in_channels']} but its "
+                                 f"input has {shape[0]} channels")
+        (kh, kw), (sh, sw) = args.get("kernel_size", (3, 3)), args.get("stride", (1, 1))
+        ph, pw = args.get("padding", (0, 0))
+        ho, wo = _out(shape[1], kh, sh, ph, where), _out(shape[2], kw, sw, pw, where)
+        cout = args["out_channels"]
+        net["params"] += cout * shape[0] * kh * kw + (cout if args.get("bias", True) else 0)
+        net["scratch"] += ho * wo * (kh * kw * shape[0] + 1)   # im2col columns per image
+        return (cout, ho, wo)
+    if kind in ("MaxPool2D", "AvgPool2D"):
+        k = args.get("kernel_size", (2, 2))
+        s, p = args.get("stride", k), args.get("padding", (0, 0))
+        if p[0] > k[0] // 2 or p[1] > k[1] // 2:
+            raise LayerSpecError(f"{where}: padding must be at most half the kernel size")
+        return (shape[0], _out(shape[1], k[0], s[0], p[0], where),
+                _out(shape[2], k[1], s[1], p[1], where))
+    if kind in ("BatchNorm1d", "BatchNorm2d"):
+        if (kind == "BatchNorm1d") == is_map or args["num_features"] != shape[0]:
+            raise LayerSpecError(f"{where}: num_features = {args['num_features']} does not "
+                                 f"fit its input {_shape_text(shape)}")
+        net["params"] += 2 * shape[0]
+        net["buffers"] += 2 * shape[0]
+        net["per_image"] += math.prod(shape)                    # the normalized copy
+        return shape
+    if kind == "GlobalAvgPool2D":
+        return (shape[0],)
+    if kind == "Flatten":
+        return (math.prod(shape),)
+    return shape
 
 
 def mlp_layers(hidden, batch_norm: bool, dropout: float) -> list[dict]:
@@ -238,6 +240,22 @@ def training_bytes(net: dict, batch: int, optimizer_slots: int) -> tuple[int, in
     if train >= evaluation:
         return param_bytes, FLOAT_BYTES * train, f"a training batch of {batch}"
     return param_bytes, FLOAT_BYTES * evaluation, f"an evaluation batch of {eval_batch}"
+
+
+def check_fits(layers: list[dict], batch: int, optimizer_slots: int) -> dict:
+    """walk(layers), refusing (LayerSpecError) a network whose training needs more memory
+    than this machine has (parameters, gradients, optimizer state, one batch's activations)."""
+    net = walk(layers)
+    param_bytes, act_bytes, which = training_bytes(net, batch, optimizer_slots)
+    limit, source = available_memory()
+    if param_bytes + act_bytes > limit:
+        raise LayerSpecError(
+            f"this network needs at least {human_bytes(param_bytes + act_bytes)} to train "
+            f"({net['params']:,} parameters with gradients and optimizer state: "
+            f"{human_bytes(param_bytes)}; activations of {which}: {human_bytes(act_bytes)}), "
+            f"more than the {human_bytes(limit)} available ({source}); use smaller layers "
+            f"or a smaller training.batch_size")
+    return net
 
 
 def available_memory() -> tuple[int, str]:
