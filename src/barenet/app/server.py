@@ -24,8 +24,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import server_routes
 from .asgi import BodyLimit
-from .asgi import bind as _bind  # noqa: F401 - dashboard imports these two from here
-from .asgi import is_loopback as _is_loopback  # noqa: F401
 from .server_predictor import Predictor
 from .server_routes import STATIC
 
