@@ -18,7 +18,7 @@ from barenet.ensemble import (
 from barenet.layers import Dense, ReLU
 from barenet.model import Sequential, mlp
 from barenet.pooling import GlobalAvgPool2D
-from barenet.serialize import ModelFileError, load_arrays, load_model
+from barenet.serialize import load_arrays, load_model
 from barenet.training import evaluate
 
 FAST = ["--set", "model.hidden=[32]", "--epochs", "2", "--batch-size", "50", "-q"]
@@ -105,10 +105,7 @@ def test_evaluate_and_predict_accept_an_ensemble_file(tiny_data, tmp_path, capsy
         runs.append(str(run))
     out = tmp_path / "ens"
     assert main(["ensemble", *runs, "--out", str(out)]) == 0
-    try:
-        model, _ = load_model(out / "model.safetensors")
-    except ModelFileError:
-        pytest.skip("serialize.load_model does not dispatch to load_ensemble yet")
+    model, _ = load_model(out / "model.safetensors")
     assert isinstance(model, Ensemble)
     capsys.readouterr()
     assert main(["evaluate", str(out), "--json"]) == 0

@@ -2,7 +2,8 @@
 
 An ensemble is saved as one model file: each member's arrays under the prefix 'm<i>.', and
 the architecture {"type": "Ensemble", "members": [member architecture, ...], "weights": [...],
-"views": [...]}.
+"views": [...]}. That layout is written and read here, beside Ensemble; serialize.load_model
+calls load_ensemble for such files.
 
 Test-time augmentation: each member can also see every image in a few fixed `views` (the
 image itself, its left-right mirror, one-pixel shifts), and the ensemble averages over
@@ -18,7 +19,7 @@ import re
 import numpy as np
 
 from .model import Sequential, architecture_shapes
-from .serialize import model_metadata, save_arrays
+from .modelfile import model_metadata, save_arrays
 
 ENSEMBLE_TYPE = "Ensemble"
 IDENTITY = "identity"

@@ -1,7 +1,9 @@
-"""Model files: safetensors for the arrays, its string metadata for a JSON description.
+"""Model files: save_model, load_model, and reading a file back with every check.
 
-Never pickle: loading parses a length-prefixed JSON header and raw little-endian arrays, so
-a file can hold data but no code. A checkpoint is the same format with optimizer state added.
+The format (safetensors arrays, a JSON description in its metadata, a checksum) and writing
+it are in modelfile.py; its names are importable from here too. Never pickle: loading parses
+a length-prefixed JSON header and raw little-endian arrays, so a file can hold data but no
+code. A checkpoint is the same format with optimizer state added.
 
 Reading checks before it allocates (like Pillow's decompression-bomb guard): only regular
 files of at most MAX_FILE_BYTES are read; every tensor's dtype, shape and offsets must agree
@@ -13,22 +15,28 @@ they load with every other check, without a warning, since every run made until 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
 import stat
 import struct
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from .ensemble import Ensemble, ensemble_shapes, load_ensemble
 from .model import Sequential, architecture_shapes
+from .modelfile import (  # noqa: F401  (the format's names, as callers import them from here)
+    CHECKSUM_KEY,
+    FORMAT,
+    FORMAT_VERSION,
+    atomic_write_bytes,
+    digest,
+    model_metadata,
+    save_arrays,
+    to_bytes,
+)
 
-FORMAT = "barenet-model"
-FORMAT_VERSION = 2                          # 2: with CHECKSUM_KEY; 1 (without) still loads
-CHECKSUM_KEY = "barenet_sha256"             # in the safetensors __metadata__, beside "barenet"
 MAX_HEADER_BYTES = 100 * 1024 * 1024        # safetensors' own limit
 MAX_FILE_BYTES = 1 << 30                    # barenet's models are a few MB
 DTYPES = {"F32": np.dtype("<f4"), "F64": np.dtype("<f8")}   # all that barenet writes
@@ -42,60 +50,6 @@ _CONFIG_SECTIONS = ("data", "model", "optimizer", "schedule", "training", "augme
 
 class ModelFileError(ValueError):
     """A file that is not a readable barenet model; str() is one line for the user."""
-
-
-def _version() -> str:
-    from . import __version__
-    return __version__
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same directory, fsync, then rename over `path`."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)                  # mkstemp makes 0600; use the usual mode
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def to_bytes(arrays: dict[str, np.ndarray], meta: dict) -> bytes:
-    """A safetensors file holding `arrays`, JSON `meta` and the checksum of both."""
-    from safetensors.numpy import save
-
-    tensors = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
-    metadata = {"barenet": json.dumps(meta)}
-    # The tensor index does not depend on the metadata: hash a draft, then write it again
-    # with the checksum added.
-    draft = save(tensors, metadata=metadata)
-    (n,) = struct.unpack("<Q", draft[:8])
-    metadata[CHECKSUM_KEY] = _digest(json.loads(draft[8:8 + n]), memoryview(draft)[8 + n:])
-    return save(tensors, metadata=metadata)
-
-
-def save_arrays(path: str | os.PathLike, arrays: dict[str, np.ndarray], meta: dict) -> None:
-    """Atomically write arrays + JSON metadata (+ checksum) as one safetensors file."""
-    atomic_write_bytes(Path(path), to_bytes(arrays, meta))
-
-
-def _digest(header: dict, data) -> str:
-    """SHA-256 of the header without the checksum, in one canonical JSON form, then the data."""
-    header = dict(header)
-    header["__metadata__"] = {k: v for k, v in (header.get("__metadata__") or {}).items()
-                              if k != CHECKSUM_KEY}
-    canonical = json.dumps(header, sort_keys=True, separators=(",", ":"))
-    h = hashlib.sha256(b"barenet-model\0")
-    h.update(canonical.encode("utf-8", "surrogatepass"))
-    h.update(data)
-    return h.hexdigest()
 
 
 def _read(path: Path) -> bytearray:
@@ -149,7 +103,7 @@ def load_arrays(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict]:
     raw = _read(path)
     header, start = _header(raw, path)
     expected = header["__metadata__"].get(CHECKSUM_KEY)
-    if expected is not None and _digest(header, memoryview(raw)[start:]) != expected:
+    if expected is not None and digest(header, memoryview(raw)[start:]) != expected:
         _refuse_newer(header, path)             # a newer format may hash otherwise
         short = _claimed_end(header) > len(raw) - start
         what = ("damaged or truncated model file (checksum mismatch; shorter than its header "
@@ -316,11 +270,8 @@ def _check_against_architecture(index: dict, meta: dict, path: Path) -> None:
         return
     arch = meta["architecture"]
     try:
-        if isinstance(arch, dict):
-            from .ensemble import ensemble_shapes
-            expected = ensemble_shapes(arch)
-        else:
-            expected = architecture_shapes(arch)
+        shapes = ensemble_shapes if isinstance(arch, dict) else architecture_shapes
+        expected = shapes(arch)
     except ValueError as exc:
         raise ModelFileError(f"{path}: damaged or unusable architecture: {exc}") from None
     held = {k: v[1] for k, v in index.items() if not k.startswith("optimizer.")}
@@ -337,20 +288,14 @@ def _check_against_architecture(index: dict, meta: dict, path: Path) -> None:
                                  f"{shape}")
 
 
-def model_metadata(model: Sequential, **extra) -> dict:
-    return {"format": FORMAT, "format_version": FORMAT_VERSION, "barenet_version": _version(),
-            "architecture": model.architecture(),
-            "preprocessing": {"input": "uint8 grayscale 28x28, white ink on black",
-                              "scale": "x / 255"},
-            **extra}
+def save_model(path: str | os.PathLike, model: Sequential | Ensemble, **extra) -> None:
+    """Save weights and buffers plus metadata (architecture, training config, metrics...).
 
-
-def save_model(path: str | os.PathLike, model: Sequential, **extra) -> None:
-    """Save weights and buffers plus metadata (architecture, training config, metrics...)."""
+    An Ensemble is one file too: its members' arrays under 'm<i>.' (see ensemble.py)."""
     save_arrays(path, model.state_arrays(), model_metadata(model, **extra))
 
 
-def load_model(path: str | os.PathLike) -> tuple[Sequential, dict]:
+def load_model(path: str | os.PathLike) -> tuple[Sequential | Ensemble, dict]:
     """(model in eval mode, metadata). Raises ModelFileError with a one-line reason.
 
     The model is a Sequential, or an Ensemble (same predict/predict_proba) for files written
@@ -362,7 +307,6 @@ def load_model(path: str | os.PathLike) -> tuple[Sequential, dict]:
     arrays = {k: v for k, v in arrays.items() if not k.startswith("optimizer.")}
     try:
         if isinstance(meta["architecture"], dict):       # an averaged ensemble of models
-            from .ensemble import load_ensemble
             return load_ensemble(arrays, meta), meta
         model = Sequential.from_architecture(meta["architecture"])
         model.load_state_arrays(arrays)

@@ -34,7 +34,7 @@ CHECKSUM_KEY = getattr(serialize, "CHECKSUM_KEY", "barenet_sha256")
 
 
 def _digest(header, data) -> str:
-    return serialize._digest(header, data) if hasattr(serialize, "_digest") else "0" * 64
+    return serialize.digest(header, data) if hasattr(serialize, "digest") else "0" * 64
 
 
 def to_bytes(arrays, meta) -> bytes:
