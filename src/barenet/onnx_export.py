@@ -10,11 +10,13 @@ elementwise formulas barenet computes; Dropout is the identity at inference and 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 
 from .ensemble import IDENTITY, Ensemble
 from .model import PIXEL_SCALE, Sequential
+from .modelfile import atomic_write_bytes
 
 OPSET = 17               # onnxruntime >= 1.14 and every current converter's default
 INPUT = "input"
@@ -104,23 +106,28 @@ def to_onnx(model, *, input_type: str = "uint8", input_shape: str | None = None,
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="barenet", producer_version=_version())
     proto.ir_version = min(proto.ir_version, 8)     # what opset 17 runtimes read
+    _describe(proto, model, input_type, dims, n_classes, metadata or {})
+    onnx.checker.check_model(proto, full_check=True)
+    return proto
+
+
+def _describe(proto, model, input_type: str, dims: list[int], n_classes: int,
+              metadata: dict) -> None:
+    """The doc string and metadata properties: input, preprocessing, outputs, and `metadata`."""
+    from onnx import helper
+
     preprocessing = ("uint8 pixels x / 255 inside the graph" if input_type == "uint8"
                      else "none: float input used as given")
     shape = ", ".join(["N", *map(str, dims)])
     proto.doc_string = (f"barenet {model!r}; input: {input_type} ({shape}); preprocessing: "
                         f"{preprocessing}; outputs: label (N,), probabilities (N, {n_classes})")
     props = {"preprocessing": preprocessing, "input": f"{input_type} ({shape})",
-             "outputs": f"label (N,), probabilities (N, {n_classes})", **(metadata or {})}
-    onnx.helper.set_model_props(proto, {k: str(v) for k, v in props.items()})
-    onnx.checker.check_model(proto, full_check=True)
-    return proto
+             "outputs": f"label (N,), probabilities (N, {n_classes})", **metadata}
+    helper.set_model_props(proto, {k: str(v) for k, v in props.items()})
 
 
 def save_onnx(model, path, **kwargs) -> None:
     """Write to_onnx(model, **kwargs) to `path` atomically (temp file, fsync, rename)."""
-    from pathlib import Path
-
-    from .serialize import atomic_write_bytes
     atomic_write_bytes(Path(path), to_onnx(model, **kwargs).SerializeToString())
 
 
@@ -143,8 +150,7 @@ def _input_dims(model, input_shape: str, side: int) -> list[int]:
 
 def _adapt(g: _Graph, model: Sequential, x: str, image_side: int) -> str:
     """Sequential._adapt: rows for a row-wise first layer, (N, 1, H, W) for a conv."""
-    first = model.layers[0] if model.layers else None
-    if getattr(first, "input_ndim", 2) == 4:
+    if model.layers and model.layers[0].input_ndim == 4:
         return g.op("Reshape", [x, g.const("image_shape", [-1, 1, image_side, image_side],
                                            np.int64)], "images")
     return g.op("Reshape", [x, g.const("row_shape", [0, -1], np.int64)], "rows")

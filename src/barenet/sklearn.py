@@ -168,7 +168,7 @@ class NetClassifier(ClassifierMixin, BaseEstimator):
     def __getstate__(self):
         state = dict(self.__dict__)
         if "model_" in state:
-            from .serialize import model_metadata, to_bytes
+            from .modelfile import model_metadata, to_bytes
             model, trainer = state.pop("model_"), state.pop("_state")
             arrays, scalars = trainer.optimizer.state_dict()
             tensors = {**model.state_arrays(), **{f"optimizer.{k}": v for k, v in arrays.items()}}
