@@ -32,7 +32,6 @@ def block(monkeypatch, *names: str) -> None:
 @pytest.fixture
 def no_work(monkeypatch):
     """Loading a model or a data set counts as work done before the check: it fails the test."""
-    import barenet.app.cli
     import barenet.app.common
     import barenet.data
 
@@ -41,8 +40,6 @@ def no_work(monkeypatch):
 
     monkeypatch.setattr(barenet.data, "load_dataset", work)
     monkeypatch.setattr(barenet.app.common, "load_model_arg", work)
-    monkeypatch.setattr(barenet.app.cli, "_load_model", work, raising=False)   # server, until
-    # it imports load_model_arg from app.common
 
 
 def test_extras_table_matches_pyproject():

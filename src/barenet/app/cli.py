@@ -12,15 +12,7 @@ import sys
 
 import click
 
-from .common import (  # noqa: F401 - Failure, load_model_arg: server/report still use cli.
-    EXIT_FAIL,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    EXIT_USAGE,
-    Failure,
-    load_model_arg,
-    one_line,
-)
+from .common import EXIT_FAIL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, one_line
 from .predict_cmd import evaluate, predict
 from .train_cmd import train
 
@@ -100,8 +92,6 @@ def cli():
 
 for command in (train, evaluate, predict):       # light modules: registered at once
     cli.add_command(command)
-
-_load_model = load_model_arg   # server.py's name for it; common.load_model_arg is the one to use
 
 
 def main(argv: list[str] | None = None) -> int:
