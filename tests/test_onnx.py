@@ -188,7 +188,8 @@ def test_shipped_models_on_mnist_test_set(mnist, name):
 
 @pytest.mark.integration
 def test_cnn_fast_on_mnist_test_set(mnist):
-    from barenet.config import build_model, build_optimizer, load_config
+    from barenet.build import build_model, build_optimizer
+    from barenet.config import load_config
     from barenet.losses import softmax_cross_entropy
     from barenet.training import fit
     (x_train, y_train), (x_test, _) = mnist

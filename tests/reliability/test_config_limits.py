@@ -232,6 +232,6 @@ def test_config_not_utf8(tmp_path):
 
 def test_empty_hidden_list_is_softmax_regression():
     """hidden = [] is a real model (784 -> 10 linear classifier): accepted on purpose."""
-    from barenet.config import build_model
+    from barenet.build import build_model
     model = build_model(load_config(None, ["model.hidden=[]"]), rng=0)
     assert [type(layer).__name__ for layer in model.layers] == ["Dense"]

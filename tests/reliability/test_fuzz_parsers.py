@@ -147,7 +147,7 @@ def test_from_dict_gives_config_or_config_error(raw):
 def test_layer_lists_give_config_or_config_error(layers):
     config = _config_or_one_line(lambda: from_dict({"model": {"layers": layers}}))
     if config is not None:                   # what validates also builds and runs
-        from barenet.config import build_model
+        from barenet.build import build_model
         model = build_model(config, rng=0)
         assert model.predict_proba(np.zeros((2, 28, 28), np.uint8)).shape == (2, 10)
 
@@ -213,7 +213,7 @@ def test_what_the_shape_walk_accepts_runs(layers):
     config = _config_or_one_line(lambda: from_dict({"model": {"layers": layers}}))
     if config is None:
         return
-    from barenet.config import build_model
+    from barenet.build import build_model
     model = build_model(config, rng=0)
     assert model.predict_proba(np.zeros((2, 28, 28), np.uint8)).shape == (2, 10)
     model.train()
