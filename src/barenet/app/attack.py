@@ -15,9 +15,9 @@ from .common import Failure, dataset_of, load_model_arg
 
 def figure(rows: list[dict], title: str, names=None):
     """One row per attack: original | perturbation x amplification | adversarial digit."""
-    from matplotlib.figure import Figure
+    from .figures import new_figure
 
-    fig = Figure(figsize=(7.2, 2.5 * len(rows) + 0.5), dpi=120)
+    fig = new_figure(7.2, 2.5 * len(rows) + 0.5)
     fig.suptitle(title, fontsize=10)
     label = (lambda k: str(k)) if names is None else (lambda k: names[k])
     for r, row in enumerate(rows):
@@ -76,8 +76,8 @@ def command(model, index, eps, steps, out, data_dir):
 
     from .. import data
     from ..adversarial import smallest_flip
-    from ..serialize import atomic_write_bytes
-    from .plots import png_bytes
+    from ..modelfile import atomic_write_bytes
+    from .figures import png_bytes
 
     net, meta = load_model_arg(model)
     if not hasattr(net, "backward"):

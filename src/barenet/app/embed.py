@@ -74,8 +74,8 @@ def _index(layer: str, n: int) -> int:
 
 
 def figure(coords, labels, predicted, title: str, subtitle: str, names=None):
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=(7.4, 6.4), dpi=120)
+    from .figures import new_figure
+    fig = new_figure(7.4, 6.4)
     ax = fig.add_subplot(1, 1, 1)
     cmap = __import__("matplotlib").colormaps["tab10"]
     for c in range(10):
@@ -117,8 +117,8 @@ def command(model, layer, method, n_images, seed, out, data_dir):
     from pathlib import Path
 
     from .. import data
-    from ..serialize import atomic_write_bytes
-    from .plots import png_bytes
+    from ..modelfile import atomic_write_bytes
+    from .figures import png_bytes
     from .robustness import sample
 
     if method == "tsne":

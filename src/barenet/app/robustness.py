@@ -54,14 +54,14 @@ def axis_label(name: str) -> str:
 
 def figure(result: dict):
     """A grid of small plots, one per corruption, a line per model; 0-100 % accuracy."""
-    from matplotlib.figure import Figure
+    from .figures import new_figure
 
     names = list(result["models"][0]["curves"])
     for extra in (m["curves"] for m in result["models"][1:]):
         names += [k for k in extra if k not in names]
     cols = 3
     rows = -(-len(names) // cols)
-    fig = Figure(figsize=(3.6 * cols, 2.7 * rows + 0.6), dpi=120)
+    fig = new_figure(3.6 * cols, 2.7 * rows + 0.6)
     fig.suptitle(f"Accuracy as the test images get worse ({result['images']:,} "
                  f"{result['dataset']} test images, seed {result['seed']})", fontsize=11)
     colors = ["#0969da", "#d1242f", "#1a7f37", "#8250df", "#bf8700", "#57606a"]
@@ -106,9 +106,9 @@ def _load(models: tuple[str, ...], data_dir):
 
 
 def write(result: dict, out: Path) -> tuple[Path, Path]:
-    from ..serialize import atomic_write_bytes
+    from ..modelfile import atomic_write_bytes
     out.mkdir(parents=True, exist_ok=True)
-    from .plots import png_bytes
+    from .figures import png_bytes
     atomic_write_bytes(out / PNG_FILE, png_bytes(figure(result)))
     atomic_write_bytes(out / JSON_FILE, (json.dumps(result, indent=2) + "\n").encode())
     return out / JSON_FILE, out / PNG_FILE
