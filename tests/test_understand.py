@@ -167,3 +167,30 @@ def test_embed_and_attack_commands_write_pictures(trained, tmp_path, tiny_data):
     attack.main([model, "--index", "3", "--eps", "0.2", "--out", str(tmp_path / "a.png")],
                 standalone_mode=False)
     assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_commands_answer_bad_input_and_ensembles_in_one_line(trained, tmp_path, tiny_data,
+                                                                 capsys):
+    from barenet.app.cli import main
+    from barenet.ensemble import save_ensemble
+    net, _, _ = trained
+    path = tmp_path / "ens.safetensors"
+    save_ensemble(path, Ensemble([net, net]))
+    assert main(["attack", str(path), "--out", str(tmp_path / "a.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "ensemble has no single gradient" in err
+    assert not (tmp_path / "a.png").exists()
+    assert main(["embed", str(path), "--layer", "2", "--out", str(tmp_path / "e.png")]) == 2
+    assert "no shared hidden layers" in capsys.readouterr().err
+    assert main(["embed", str(path), "--images", "50", "--out", str(tmp_path / "e.png")]) == 0
+    assert main(["robustness", str(path), "--images", "50", "--corruptions", "blur",
+                 "--out", str(tmp_path / "r")]) == 0
+    result = json.loads((tmp_path / "r" / "robustness.json").read_text())
+    assert list(result["models"][0]["curves"]) == ["blur"]             # no FGSM curve
+    assert "no FGSM curve" in capsys.readouterr().err
+    for args in (["robustness", str(path), "--corruptions", "smudge"],
+                 ["embed", str(path), "--layer", "x"],
+                 ["attack", str(tmp_path / "missing.safetensors")]):
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1, err

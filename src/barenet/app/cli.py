@@ -49,6 +49,12 @@ LAZY_COMMANDS = {
                "Export a model or ensemble to ONNX (onnxruntime serves it alone)."),
     "dashboard": ("barenet.app.dashboard:command",
                   "Watch runs train: live curves, progress and ETA in a browser."),
+    "robustness": ("barenet.app.robustness:command",
+                   "Accuracy curves as test images get noisier, rotated, blurred, attacked."),
+    "embed": ("barenet.app.embed:command",
+              "2-D map (PCA or t-SNE) of a layer's activations, by class."),
+    "attack": ("barenet.app.attack:command",
+               "Adversarial digit: the smallest change that flips the answer (FGSM, PGD)."),
 }
 
 
