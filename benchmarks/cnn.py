@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 import barenet as bn
-from barenet.conv import BatchNorm2d, Conv2D, MaxPool2D
+from barenet.conv import BatchNorm2d, Conv2D
+from barenet.pooling import MaxPool2D
 
 from .common import Result, alternate, check, median
 from .mlp import BATCH, BarenetTrainer, TorchTrainer

@@ -37,7 +37,7 @@ def load_config():
 
 
 def build_barenet(seed: int = 0) -> bn.Sequential:
-    from barenet.config import build_model
+    from barenet.build import build_model
 
     return build_model(load_config(), rng=seed)
 
@@ -53,7 +53,7 @@ def torch_sgd(net, torch):
 
 
 def barenet_augment():
-    from barenet.config import build_augment
+    from barenet.build import build_augment
 
     return build_augment(load_config())
 

@@ -265,7 +265,8 @@ def test_saliency_matches_numerical_gradient_of_mlp_with_batchnorm_and_dropout()
 
 
 def test_saliency_of_a_conv_net_and_of_the_predicted_class():
-    from barenet.conv import BatchNorm2d, Conv2D, MaxPool2D
+    from barenet.conv import BatchNorm2d, Conv2D
+    from barenet.pooling import MaxPool2D
 
     rng = np.random.default_rng(1)
     f64 = np.float64

@@ -37,7 +37,7 @@ def loss_gradient(model, images: np.ndarray, labels: np.ndarray) -> tuple[float,
     params = model.parameters()
     dtype = params[0].data.dtype if params else np.float32        # float64 for gradient checks
     total, grads = 0.0, []
-    with _eval_mode(model):
+    with model.evaluating():
         for i in range(0, n, CHUNK):
             x = as_input(images[i:i + CHUNK], dtype)                # (B, H, W) in [0, 1]
             logits = model.forward(x)                               # (B, K)
@@ -46,6 +46,7 @@ def loss_gradient(model, images: np.ndarray, labels: np.ndarray) -> tuple[float,
             grad_logits *= share
             total += loss * share
             grads.append(model.backward(grad_logits, input_grad=True).reshape(x.shape))
+    model.release()                                     # the activations kept for backward
     return total, np.concatenate(grads)
 
 
@@ -103,19 +104,3 @@ def _check(model) -> None:
     if not hasattr(model, "backward"):
         raise NoGradient("an ensemble has no single gradient to attack (its members are "
                          "averaged after the softmax); attack one of its member runs instead")
-
-
-class _eval_mode:
-    """Eval mode for the duration of a with-block; the previous mode comes back afterwards."""
-
-    def __init__(self, model):
-        self.model = model
-
-    def __enter__(self):
-        self.was_training = self.model.training
-        self.model.eval()
-
-    def __exit__(self, *exc):
-        if self.was_training:
-            self.model.train()
-        self.model.release()

@@ -15,13 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from . import sizing
-from .build import (  # noqa: F401  (app/runs.py and benchmarks import them from here)
-    build_augment,
-    build_loss,
-    build_model,
-    build_optimizer,
-    build_schedule,
-)
 from .registry import ACTIVATIONS, INITIALIZERS, LOSSES, OPTIMIZERS, SCHEDULES
 from .sizing import TRAIN_IMAGES, LayerSpecError, short
 

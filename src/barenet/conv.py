@@ -13,7 +13,6 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from .init import as_rng, initializer
 from .layers import Dropout, Layer, Parameter, _BatchNorm
-from .pooling import AvgPool2D, GlobalAvgPool2D, MaxPool2D  # noqa: F401  (old import path)
 from .windows import nchw, nhwc, offset_slices, output_size, pair, plain
 
 # Eval-mode forwards (evaluate() sends 10,000 images at once) run im2col in chunks of this

@@ -13,6 +13,14 @@ import click
 
 from .common import EXIT_OK, EXIT_USAGE, Failure, dataset_of, load_model_arg
 
+DEFAULT_REJECT = 0.9           # barenet.metrics.DEFAULT_REJECT, without importing NumPy for --help
+REJECT = click.option(
+    "--reject", type=click.FloatRange(0.0, 1.0), is_flag=False, flag_value=DEFAULT_REJECT,
+    default=None, metavar="[T]",
+    help=f"Answer \"not sure\" when the top probability is below T (--reject alone: "
+         f"{DEFAULT_REJECT}).")
+
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
@@ -46,14 +54,25 @@ def _finite_probabilities(net, x, name: str):
 @click.command()
 @click.argument("model")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+@REJECT
 @click.option("--data-dir", type=click.Path(file_okay=False), help="MNIST cache directory.")
-def evaluate(model, as_json, data_dir):
-    """Test accuracy, per-class precision/recall/F1, calibration and the confusion matrix."""
-    from ..metrics import classification_report, format_report_table
+def evaluate(model, as_json, reject, data_dir):
+    """Test accuracy, per-class precision/recall/F1, calibration, the confusion matrix and the
+    reject option's trade-off (accuracy on the answered images vs the share answered)."""
+    from ..metrics import (
+        REJECT_THRESHOLDS,
+        classification_report,
+        coverage_curve,
+        format_report_table,
+    )
 
     net, meta = load_model_arg(model)
     dataset, x_test, y_test = _test_set(meta, data_dir)
-    report = classification_report(y_test, _finite_probabilities(net, x_test, model))
+    probs = _finite_probabilities(net, x_test, model)
+    report = classification_report(y_test, probs)
+    if reject is not None:              # its row joins the trade-off table
+        report["coverage"] = coverage_curve(y_test, probs, sorted({*REJECT_THRESHOLDS, reject}))
+        report["reject"] = coverage_curve(y_test, probs, [reject])[0]
     if as_json:
         # Strict JSON: a NaN or infinity any metric might hold is written as null.
         strict = json.loads(json.dumps(report), parse_constant=lambda _: None)
@@ -77,7 +96,22 @@ def evaluate(model, as_json, data_dir):
                  for j, v in enumerate(row)]
         table.add_row(str(k), *cells)
     console.print(table)
+    console.print(_coverage_table(report["coverage"], reject))
     return EXIT_OK
+
+
+def _coverage_table(rows: list[dict], reject: float | None):
+    """The reject option's trade-off, one row per threshold; the --reject one in bold."""
+    from rich.table import Table
+    table = Table(title="answer only when the top probability >= t (reject option)")
+    for column in ("t", "answered", "accuracy on answered", "not sure"):
+        table.add_column(column, justify="right")
+    for r in rows:
+        accuracy = "-" if r["accuracy"] is None else f"{r['accuracy']:.2%}"
+        style = "bold" if reject is not None and r["threshold"] == reject else None
+        table.add_row(f"{r['threshold']:g}", f"{r['coverage']:.2%}", accuracy,
+                      f"{1 - r['coverage']:.2%}", style=style)
+    return table
 
 
 @click.command()
@@ -86,8 +120,9 @@ def evaluate(model, as_json, data_dir):
 @click.option("--index", "indices", type=int, multiple=True,
               help="Test-set image index (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@REJECT
 @click.option("--data-dir", type=click.Path(file_okay=False), help="MNIST cache directory.")
-def predict(model, images, indices, as_json, data_dir):
+def predict(model, images, indices, as_json, reject, data_dir):
     """Classify test images by --index, or image files (PNG/JPEG, any size).
 
     MODEL is a run directory, a model file or a shipped model's name (`barenet models`); left
@@ -118,11 +153,14 @@ def predict(model, images, indices, as_json, data_dir):
                 rows.append({"input": name, "error": errors[k]})
                 continue
             p = next(probs)
-            rows.append({"input": name, "label": int(p.argmax()),
-                         "probabilities": [round(float(v), 6) for v in p]})
+            row = {"input": name, "label": int(p.argmax()),
+                   "probabilities": [round(float(v), 6) for v in p]}
+            if reject is not None:      # the answer, or null for "not sure"
+                row["answer"] = row["label"] if p.max() >= reject else None
+            rows.append(row)
         click.echo(json.dumps(rows, allow_nan=False))
         return EXIT_USAGE if errors else EXIT_OK
-    _print_top3(names, truths, errors, probs)
+    _print_top3(names, truths, errors, probs, reject)
     return EXIT_USAGE if errors else EXIT_OK
 
 
@@ -157,8 +195,9 @@ def _add_image_files(inputs: list, names: list, truths: list, images) -> dict[in
     return errors
 
 
-def _print_top3(names: list, truths: list, errors: dict, probs) -> None:
-    """One line per input with its top-3 classes; a failed one's reason on stderr."""
+def _print_top3(names: list, truths: list, errors: dict, probs, reject=None) -> None:
+    """One line per input with its top-3 classes ("not sure" first when the top one is below
+    the reject threshold); a failed one's reason on stderr."""
     from ..metrics import top_k
     for k, (name, truth) in enumerate(zip(names, truths)):
         if k in errors:
@@ -167,7 +206,8 @@ def _print_top3(names: list, truths: list, errors: dict, probs) -> None:
         (cls,), (pr,) = top_k(next(probs)[None], 3)
         guesses = "  ".join(f"{c}: {p:6.2%}" for c, p in zip(cls, pr))
         label = f" (true {truth})" if truth is not None else ""
-        click.echo(f"{name}{label} -> {cls[0]}    top-3  {guesses}")
+        answer = cls[0] if reject is None or pr[0] >= reject else "not sure"
+        click.echo(f"{name}{label} -> {answer}    top-3  {guesses}")
     if errors and len(names) > 1:
         click.echo(f"error: {len(errors)} of {len(names)} images could not be classified",
                    err=True)

@@ -29,7 +29,7 @@ CHECKPOINT_FILE = "checkpoint.safetensors"
 # Every file barenet writes into a run directory (or, seeds.json, a multi-seed directory).
 RUN_FILES = (CONFIG_FILE, "history.json", "progress.json", "metrics.json", MODEL_FILE,
              CHECKPOINT_FILE, "report.html", "seeds.json")
-# serialize.atomic_write_bytes's temporaries: "." + name + "." + mkstemp's 8 characters + ".tmp"
+# modelfile.atomic_write_bytes's temporaries: "." + name + "." + mkstemp's 8 characters + ".tmp"
 # (a kill -9 between mkstemp and the rename leaves one). Only these are ever removed.
 STALE_TEMPORARY = re.compile(r"\.(" + "|".join(map(re.escape, RUN_FILES)) + r")\.[a-z0-9_]{8}\.tmp")
 

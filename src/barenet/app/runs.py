@@ -19,15 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..config import (
-    Config,
-    build_augment,
-    build_loss,
-    build_model,
-    build_optimizer,
-    build_schedule,
-    from_dict,
-)
+from ..build import build_augment, build_loss, build_model, build_optimizer, build_schedule
+from ..config import Config, from_dict
 from ..layers import Dropout
 from ..metrics import confusion_matrix, per_class_accuracy
 from ..serialize import (

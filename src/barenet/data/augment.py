@@ -74,8 +74,8 @@ class Augmenter:
 
 def changes_images(config) -> bool:
     """True when any augmentation of `config` (an AugmentConfig or an Augmenter) is on."""
-    return any(float(getattr(config, key, 0.0)) for key in
-               ("shift", "rotate", "scale", "elastic_alpha", "flip", "erase"))
+    from ..config import AUGMENTATIONS
+    return any(float(getattr(config, key, 0.0)) for key in AUGMENTATIONS)
 
 
 def erase_rectangles(images: np.ndarray, p: float, max_area: float,

