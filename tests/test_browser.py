@@ -182,7 +182,9 @@ def top_class(page) -> str:
         " return p.dataset.busy === '0' &&"
         " p.dataset.version === document.querySelector('#pad').dataset.version; }",
         timeout=15_000)
-    return page.inner_text("#top-class").strip()
+    # The network's answer, even when the page shows "not sure" below its threshold.
+    return page.get_attribute("#prediction", "data-label") or \
+        page.inner_text("#top-class").strip()
 
 
 def test_draw_a_one_and_a_seven(page, tmp_path):
@@ -260,3 +262,27 @@ def test_api_docs_page_offline(page, server):
     page.wait_for_selector(".op")
     text = page.inner_text("#api")
     assert "/api/predict" in text and "image/png" in text and "multipart/form-data" in text
+
+
+def test_not_sure_below_the_threshold_and_fool_the_network(page, tmp_path):
+    assert page.input_value("#threshold") == "90"                  # the model card's default
+    label = draw(page, 7)
+    page.evaluate("setThreshold(0)")
+    assert page.inner_text("#top-class").strip() == label
+    assert page.get_attribute("#prediction", "data-answer") == label
+    page.evaluate("setThreshold(1.01)")                              # above any probability
+    assert page.inner_text("#top-class").strip() == "?"
+    assert page.get_attribute("#prediction", "data-answer") == "not-sure"
+    assert f"best guess {label}" in page.inner_text("#status")
+    page.evaluate("setThreshold(0.9)")
+    page.click("#fool")
+    page.wait_for_function("() => !document.querySelector('#fool').disabled &&"
+                           " document.querySelector('#attack-text').textContent !== 'searching…'",
+                           timeout=30_000)
+    text = page.inner_text("#attack-text")
+    eps = page.get_attribute("#attack-figure", "data-eps")
+    if eps is not None:                 # a flip was found: the new answer differs
+        assert 0 < float(eps) <= 0.5 and "now " in text and f"now {label} " not in text
+    else:
+        assert "no change" in text
+    page.screenshot(path=str(screenshot_dir(tmp_path) / "web-attack.png"), full_page=True)

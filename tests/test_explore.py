@@ -178,3 +178,18 @@ def test_menu_runs_actions_through_the_cli(tmp_path, monkeypatch):
 
 def test_menu_quits_on_end_of_input():
     assert run_menu(main, ask=Answers(), echo=lambda *a: None) == 0
+
+
+def test_explore_marks_answers_below_the_reject_threshold_not_sure():
+    images = np.zeros((2, 28, 28), np.uint8)
+    probs = np.array([[0.95] + [0.05 / 9] * 9, [0.6, 0.4] + [0.0] * 8], np.float32)
+    app = ExploreApp(images, np.array([0, 0]), probs, reject=0.9)
+
+    async def drive():
+        async with app.run_test(size=(100, 30)) as pilot:
+            assert "right" in _status(app) and "not sure" not in _status(app)
+            await pilot.press("n")
+            assert "not sure (below 90%)" in _status(app)
+            await pilot.press("q")
+
+    asyncio.run(drive())

@@ -341,6 +341,9 @@ def test_ensemble_model_card(tmp_path):
         assert not card["saliency"] and not card["gallery"]
         r = c.post("/api/predict", content=drawn_one(), headers={"content-type": "image/png"})
         assert r.status_code == 200 and r.json()["saliency"] is None
+        assert not card["attack"]
+        r = c.post("/api/attack", json={"pixels": r.json()["input"]})
+        assert r.status_code == 422 and "ensemble" in r.json()["error"]
 
 
 def test_saliency_shown_when_available(client):
@@ -352,3 +355,33 @@ def test_saliency_shown_when_available(client):
         return
     s = np.array(s)
     assert s.shape == (28, 28) and s.min() >= 0 and s.max() == pytest.approx(1.0)
+
+
+def test_attack_finds_the_smallest_flipping_change(client, run_dir):
+    out, (_, (x_test, _)) = run_dir
+    card = client.get("/api/model").json()
+    assert card["attack"] and card["reject_threshold"] == 0.9
+    r = client.post("/api/attack", json={"pixels": x_test[0].tolist()})
+    assert r.status_code == 200, r.text
+    a = r.json()
+    model, _ = load_model(out / "model.safetensors")
+    assert a["label"] == int(model.predict(x_test[:1])[0])
+    if a["eps"] is None:                       # nothing up to 0.5 flips it: nothing to check
+        return
+    adversarial = np.array(a["adversarial"]) / 255.0
+    assert 0 < a["eps"] <= 0.5 and adversarial.shape == (28, 28)
+    assert np.abs(adversarial - x_test[0] / 255.0).max() <= a["eps"] + 1e-4
+    assert int(model.predict(adversarial[None].astype(np.float32))[0]) == \
+        a["adversarial_label"] != a["label"]
+
+
+@pytest.mark.parametrize("body, headers, status", [
+    (b"", {"content-type": "application/json"}, 400),
+    (b"{", {"content-type": "application/json"}, 400),
+    (b"[]", {"content-type": "application/json"}, 422),
+    (b'{"pixels": [[0]]}', {"content-type": "application/json"}, 422),
+    (b"x", {"content-type": "text/plain"}, 415),
+])
+def test_attack_refuses_bad_bodies_in_json(client, body, headers, status):
+    r = client.post("/api/attack", content=body, headers=headers)
+    assert r.status_code == status and set(r.json()) == {"error"}

@@ -154,11 +154,28 @@ def test_robustness_command_writes_curves_for_several_models(trained, tmp_path, 
     assert "clean" in capsys.readouterr().out
 
 
-def test_embed_and_attack_commands_write_pictures(trained, tmp_path, tiny_data):
+@pytest.fixture(scope="module")
+def trained_cnn():
+    """SMALL_CNN trained briefly on the synthetic digits."""
+    (x, y), _ = synthetic_digits()
+    net = bn.Sequential.from_architecture(SMALL_CNN, rng=0)
+    bn.fit(net, bn.softmax_cross_entropy, bn.Adam(net.parameters(), 3e-3), x, y, epochs=2,
+           batch_size=64, rng=0)
+    return net
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+def test_embed_and_attack_commands_write_pictures(kind, trained, trained_cnn, tmp_path,
+                                                  tiny_data):
     from barenet.app.attack import command as attack
     from barenet.app.embed import command as embed
-    net, _, _ = trained
+    from barenet.app.robustness import command as robustness
+    net = trained[0] if kind == "mlp" else trained_cnn
     bn.save_model(tmp_path / "m.safetensors", net)
+    robustness.main([str(tmp_path / "m.safetensors"), "--images", "50", "--corruptions",
+                     "shift,invert", "--out", str(tmp_path / "r")], standalone_mode=False)
+    curves = json.loads((tmp_path / "r" / "robustness.json").read_text())["models"][0]["curves"]
+    assert list(curves) == ["shift", "invert", "fgsm"]
     model = str(tmp_path / "m.safetensors")
     for layer in ("input", "1", "-1"):
         embed.main([model, "--layer", layer, "--images", "100", "--out",

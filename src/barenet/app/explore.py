@@ -157,9 +157,10 @@ class ExploreApp(App):
     ]
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, probs: np.ndarray, *,
-                 title: str = "", names=None, start: int = 0, rng=None):
+                 title: str = "", names=None, start: int = 0, rng=None, reject: float = 0.0):
         super().__init__()
         self.images, self.probs, self.names = images, probs, names
+        self.reject = reject                # below this top probability: "not sure"
         self.browser = Browser(labels, probs.argmax(axis=1), rng=rng)
         self.browser.go_to(start)
         self.scale = 1
@@ -186,6 +187,8 @@ class ExploreApp(App):
         predicted = int(probs.argmax())
         name = (lambda k: f"{k} {self.names[k]}") if self.names else str
         verdict = Text("right", "bold green") if predicted == truth else Text("wrong", "bold red")
+        if probs[predicted] < self.reject:
+            verdict = Text(f"not sure (below {self.reject:.0%})", "bold yellow")
         status = Text.assemble(
             ("test image ", ""), (f"{i}", "bold"), f" of {len(b.labels)}   true ",
             (name(truth), "bold"), "   predicted ", (name(predicted), "bold"),
@@ -256,7 +259,7 @@ class ExploreApp(App):
             self.exit()
 
 
-def build_app(model_arg: str, data_dir=None, start: int = 0) -> ExploreApp:
+def build_app(model_arg: str, data_dir=None, start: int = 0, reject: float = 0.0) -> ExploreApp:
     """Load MODEL and its test set, compute every probability once, return the app."""
     from .. import data
     from .common import dataset_of, load_model_arg
@@ -268,14 +271,23 @@ def build_app(model_arg: str, data_dir=None, start: int = 0) -> ExploreApp:
     accuracy = float(np.mean(probs.argmax(axis=1) == y_test))
     names = data.class_names(dataset)
     title = f"{Path(model_arg).name} · {dataset} test accuracy {accuracy:.2%}"
-    return ExploreApp(x_test, y_test, probs, title=title, names=names, start=start)
+    if reject:
+        answered = probs.max(axis=1) >= reject
+        title += (f" · not sure below {reject:.0%}: {answered.mean():.1%} answered, "
+                  f"{np.mean(probs.argmax(axis=1)[answered] == y_test[answered]):.2%} right")
+    return ExploreApp(x_test, y_test, probs, title=title, names=names, start=start,
+                      reject=reject)
 
 
 @click.command()
 @click.argument("model", required=False)
 @click.option("--index", "start", type=int, default=0, help="Test image to start at.")
+@click.option("--reject", type=click.FloatRange(0.0, 1.0), is_flag=False, flag_value=0.9,
+              default=0.0, metavar="[T]",
+              help="Mark answers whose top probability is below T \"not sure\" "
+                   "(--reject alone: 0.9).")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="MNIST cache directory.")
-def command(model, start, data_dir):
+def command(model, start, reject, data_dir):
     """Browse MODEL's test-set predictions in the terminal (keys: n/p/r, 0-9, m, g, q).
 
     MODEL: run dir, model file or shipped name; left out, the default shipped model."""
@@ -294,7 +306,7 @@ def command(model, start, data_dir):
                       f"`barenet evaluate {model}`")
     if start < 0:
         raise Failure(f"--index {start} is negative: test images are numbered from 0")
-    app = build_app(model, data_dir)
+    app = build_app(model, data_dir, reject=reject)
     try:
         app.browser.go_to(start)
     except IndexError:

@@ -190,6 +190,29 @@ def reliability_diagram(bins: list[dict], ece: float, *, names=None):
     return fig
 
 
+def coverage_curve(rows: list[dict]):
+    """The reject option: accuracy on the answered images against the share answered, one
+    point per confidence threshold (barenet.metrics.coverage_curve)."""
+    rows = [r for r in rows if r["accuracy"] is not None]
+    fig = new_figure(6.4, 4.2)
+    ax = fig.subplots()
+    coverage = [r["coverage"] for r in rows]
+    accuracy = [r["accuracy"] for r in rows]
+    ax.plot(coverage, accuracy, "o-", color=TRAIN, ms=4, lw=1.6)
+    for r in rows:
+        ax.annotate(f"{r['threshold']:g}", (r["coverage"], r["accuracy"]), fontsize=7,
+                    xytext=(4, -10), textcoords="offset points", color="#57606a")
+    ax.set(xlabel="share of test images answered (the rest: \"not sure\")",
+           ylabel="accuracy on the answered images",
+           title="Reject option: answer only when the top probability ≥ t (labels: t)")
+    percent_axis(ax.xaxis)
+    percent_axis(ax.yaxis)
+    ax.invert_xaxis()                       # stricter thresholds to the right
+    ax.grid(alpha=0.3)
+    margins(fig, left=0.85)
+    return fig
+
+
 def per_class_accuracy_bars(per_class: list[dict], overall: float, *, names=None):
     """Recall (accuracy) per class, labelled, with the overall accuracy as a dashed line."""
     from matplotlib.ticker import MultipleLocator, PercentFormatter

@@ -26,7 +26,9 @@ from .report_html import (
 
 REPORT_FILE = "report.html"
 PLOT_NAMES = ("curves", "confusion", "per-digit", "misclassified", "predictions", "confidence",
-              "reliability", "weights", "saliency")
+              "reliability", "coverage", "weights", "saliency", "robustness")
+ROBUSTNESS_IMAGES = 1000        # test images per corruption level when the run has no
+                                # robustness.json of its own (`barenet robustness RUN`)
 INSTALL_HINT = "pip install 'barenet[plots]'"
 
 
@@ -49,7 +51,8 @@ def load_run(run_dir: Path) -> dict:
     config = _read_json(run_dir / "config.json", None) or meta.get("config") or {}
     history = _read_json(run_dir / "history.json", None) or meta.get("history") or []
     return {"model": model, "meta": meta, "config": config, "history": history,
-            "metrics": _read_json(run_dir / "metrics.json", {})}
+            "metrics": _read_json(run_dir / "metrics.json", {}),
+            "robustness": _read_json(run_dir / "robustness.json", None)}
 
 
 def _evaluate(model, dataset: str, data_dir) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -111,12 +114,43 @@ def _figures(run: dict, x, y, probs, report: dict,
          "calibration error (ECE) is the gap weighted by the share of images in each bin.",
          lambda: plots.reliability_diagram(report["reliability"], report["ece"],
                                            names=names)),
+        *_failure_figures(run, x, y, report, confidence),
         (inside, "weights", "First-layer weights",
          "What the first layer responds to." + of_whom,
          lambda: plots.first_layer_weights(inner)),
         (inside, "saliency", "Saliency", f"The first test image of each {noun} and the "
          f"gradient of the predicted {noun}'s score (logit) with respect to each pixel, "
          "from the network's own backward pass." + of_whom, saliency_plot),
+    ]
+
+
+def _failure_figures(run: dict, x, y, report: dict, section: str) -> list[tuple]:
+    """The reject option's trade-off, and accuracy as the test images get worse (the run's
+    robustness.json when `barenet robustness RUN` wrote one, else measured here on a
+    sample)."""
+    from . import plots, robustness
+
+    def robustness_plot():
+        result = run["robustness"]
+        if not isinstance(result, dict) or not result.get("models"):
+            images, labels = robustness.sample(x, y, ROBUSTNESS_IMAGES, 0)
+            names = ("noise", "rotate", "shift", "stroke", "blur", "occlude", "contrast",
+                     "invert")
+            clean = float(np.mean(run["model"].predict(images) == labels))
+            result = {"dataset": dataset_of(run["config"]), "images": len(images), "seed": 0,
+                      "models": [{"name": "this model", "clean": clean, "curves":
+                                  robustness.curves(run["model"], images, labels, names)}]}
+        return robustness.figure(result)
+
+    return [
+        (section, "coverage", "Reject option", "Answering only when the top probability "
+         "reaches a threshold t trades answers for accuracy: each point is one t, the share "
+         "of test images answered and the accuracy on those (`barenet evaluate --reject T`, "
+         "`barenet predict --reject T`).", lambda: plots.coverage_curve(report["coverage"])),
+        ("How the network fails", "robustness", "Robustness", "Test accuracy as the images "
+         "get noisier, rotated, shifted, thinner or thicker, blurred, occluded, faded or "
+         "inverted, and under an FGSM attack of growing ε (`barenet robustness RUN` compares "
+         "several models).", robustness_plot),
     ]
 
 

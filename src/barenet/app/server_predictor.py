@@ -10,6 +10,7 @@ import threading
 import numpy as np
 from fastapi import HTTPException
 
+from ..metrics import DEFAULT_REJECT
 from ..saliency import saliency_map
 from .common import dataset_of
 from .server_schema import SIDE
@@ -47,6 +48,24 @@ class Predictor:
             saliency = self._saliency_map(image, label)
         return {"label": label, "probabilities": [round(float(p), 6) for p in probs],
                 "input": image.tolist(), "saliency": saliency, **extra}
+
+    def attack(self, image: np.ndarray) -> dict:
+        """uint8 (28, 28) -> the Attack fields: the smallest FGSM eps that flips the answer."""
+        from ..adversarial import smallest_flip
+        if not self.has_saliency:
+            raise HTTPException(422, "an ensemble has no single gradient to attack (its "
+                                     "members are averaged after the softmax)")
+        with self._lock:
+            probs = self.model.predict_proba(image[None])[0]
+            found = smallest_flip(self.model, image)
+            after = None if found is None else self.model.predict_proba(found[1][None])[0]
+        result = {"eps": None, "label": int(probs.argmax()),
+                  "probability": round(float(probs.max()), 6)}
+        if found is not None:
+            result.update(eps=found[0], adversarial_label=found[2],
+                          adversarial_probability=round(float(after[found[2]]), 6),
+                          adversarial=np.round(found[1] * 255.0, 2).tolist())
+        return result
 
     def _saliency_map(self, image: np.ndarray, label: int) -> list | None:
         if not self.has_saliency:
@@ -96,6 +115,8 @@ def model_card(p: Predictor, max_body: int) -> dict:
         "test_set_accuracy": None if p.x_test is None
         else round(float(np.mean(p.predicted == p.y_test)), 6),
         "max_body_bytes": max_body,
+        "reject_threshold": DEFAULT_REJECT,
+        "attack": p.has_saliency,
     }
 
 

@@ -19,6 +19,7 @@ from fastapi.responses import FileResponse
 from .server_predictor import model_card as card
 from .server_schema import (
     GALLERY_MAX,
+    Attack,
     Gallery,
     ModelCard,
     PixelsBody,
@@ -35,6 +36,9 @@ PREDICT_BODY = {"requestBody": {"required": True, "content": {
     "multipart/form-data": {"schema": {
         "type": "object", "required": ["file"],
         "properties": {"file": {"type": "string", "format": "binary"}}}},
+    "application/json": {"schema": PixelsBody.model_json_schema()}}}}
+
+ATTACK_BODY = {"requestBody": {"required": True, "content": {
     "application/json": {"schema": PixelsBody.model_json_schema()}}}}
 
 pages = APIRouter(include_in_schema=False)
@@ -67,14 +71,7 @@ async def predict(request: Request):
     predictor = request.app.state.predictor
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "application/json":
-        body = await request.body()
-        if not body:
-            raise HTTPException(400, "empty body: send JSON {\"pixels\": 28x28 array}")
-        try:
-            value = json.loads(body)
-        except (ValueError, RecursionError):
-            raise HTTPException(400, "body is not valid JSON") from None
-        return await run_in_threadpool(predictor.predict, pixels(value))
+        return await run_in_threadpool(predictor.predict, pixels(await _json_body(request)))
     if ctype.startswith("image/"):
         data = await request.body()
     elif ctype == "multipart/form-data":
@@ -87,6 +84,32 @@ async def predict(request: Request):
         raise HTTPException(400, "empty body: no image data (0 bytes)")
     image = await run_in_threadpool(predictor.preprocess, data)
     return await run_in_threadpool(predictor.predict, image)
+
+
+@api.post("/api/attack", response_model=Attack, responses=errors(400, 408, 413, 415, 422),
+          summary="The smallest change that flips the answer (FGSM)",
+          openapi_extra=ATTACK_BODY)
+async def attack(request: Request):
+    """Send the network input `{"pixels": 28x28}` (a prediction's `input`): the smallest
+    FGSM step eps (0.005 to 0.5) that makes the network answer differently, and the changed
+    input. 422 for an ensemble (no single gradient)."""
+    return await run_in_threadpool(request.app.state.predictor.attack,
+                                   pixels(await _json_body(request)))
+
+
+async def _json_body(request: Request):
+    """The parsed JSON body, or a 415 (not JSON) / 400 (empty or malformed)."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != "application/json":
+        raise HTTPException(415, f"unsupported content type {ctype or '(none)'!r}: send "
+                                 "application/json {\"pixels\": 28x28 array}")
+    body = await request.body()
+    if not body:
+        raise HTTPException(400, "empty body: send JSON {\"pixels\": 28x28 array}")
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        raise HTTPException(400, "body is not valid JSON") from None
 
 
 @api.get("/api/gallery", response_model=Gallery, responses=errors(404, 422),

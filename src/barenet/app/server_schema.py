@@ -30,6 +30,19 @@ class Prediction(BaseModel):
     true_label: int | None = Field(None, description="the test image's label")
 
 
+class Attack(BaseModel):
+    eps: float | None = Field(description="the smallest FGSM step (fraction of the pixel "
+                                          "range) that changes the answer; null if none "
+                                          "up to 0.5 does")
+    label: int = Field(description="the answer for the input as sent")
+    probability: float = Field(description="its probability")
+    adversarial_label: int | None = Field(None, description="the answer after the change")
+    adversarial_probability: float | None = None
+    adversarial: list[list[float]] | None = Field(
+        None, description="28x28 in [0, 255]: the changed input, which the network reads "
+                          "as adversarial_label")
+
+
 class GalleryImage(BaseModel):
     index: int
     label: int = Field(description="true label")
@@ -60,6 +73,9 @@ class ModelCard(BaseModel):
     test_images: int
     test_set_accuracy: float | None = Field(None, description="on the loaded test set")
     max_body_bytes: int = Field(description="request bodies over this are refused (413)")
+    reject_threshold: float = Field(description="the page answers \"not sure\" when the top "
+                                                "probability is below this (adjustable)")
+    attack: bool = Field(description="POST /api/attack works (not for ensembles)")
 
 
 class Error(BaseModel):

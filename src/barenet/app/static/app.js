@@ -16,6 +16,8 @@ const state = {
   lastSent: 0,
   shown: -1,          // version of the drawing the display answers (-1: none)
   classes: 10,
+  threshold: 0.9,     // below this top probability the answer is "not sure"
+  last: null,         // [body, version, note] of the prediction shown, for the slider
 };
 const LIVE_MS = 120;  // at most one request per this while drawing
 
@@ -195,9 +197,12 @@ function setBars(probs, truth) {
 
 function showPrediction(body, version, note) {
   const p = body.probabilities;
-  $("#top-class").textContent = String(body.label);
-  $("#top-prob").textContent = `${(100 * p[body.label]).toFixed(1)}%`;
-  let status = note || (p[body.label] < 0.5 ? "not sure: try a clearer digit" : "");
+  const pct = `${(100 * p[body.label]).toFixed(1)}%`;
+  const sure = p[body.label] >= state.threshold;
+  $("#top-class").textContent = sure ? String(body.label) : "?";
+  $("#top-prob").textContent = sure ? pct : "not sure";
+  let status = note || (sure ? "" : `best guess ${body.label} (${pct}), below the ` +
+    `${Math.round(100 * state.threshold)}% threshold: try a clearer digit`);
   if (body.true_label !== null && body.true_label !== undefined) {
     const right = body.true_label === body.label;
     status = `test image #${body.index}, true label ${body.true_label}: ` +
@@ -211,8 +216,55 @@ function showPrediction(body, version, note) {
   drawPixels($("#input28"), body.input);
   if (body.saliency) drawHeat($("#saliency28"), body.saliency);
   state.shown = version;
+  state.last = [body, version, note];
   prediction.dataset.version = String(version);
   prediction.dataset.label = String(body.label);
+  prediction.dataset.answer = sure ? String(body.label) : "not-sure";
+  resetAttack(body.input);
+}
+
+// The reject option and the adversarial digit
+
+function setThreshold(value) {
+  state.threshold = value;
+  $("#threshold").value = String(Math.round(100 * value));
+  $("#threshold-value").textContent = `${Math.round(100 * value)}%`;
+  if (state.last) showPrediction(...state.last);
+}
+
+function resetAttack(input) {
+  if (input && input === state.input) return;    // the same prediction, shown again
+  state.input = input || null;
+  delete $("#attack-figure").dataset.eps;
+  $("#fool").disabled = !state.input;
+  $("#attack-text").textContent = "the smallest change that flips the answer";
+  clearCanvas($("#adversarial28"));
+}
+
+async function fool() {
+  const input = state.input;
+  $("#fool").disabled = true;
+  $("#attack-text").textContent = "searching…";
+  try {
+    const res = await fetch("/api/attack", { method: "POST",
+      headers: { "Content-Type": "application/json" }, body: JSON.stringify({ pixels: input }) });
+    const a = await res.json();
+    if (input !== state.input) return;            // a newer drawing is shown meanwhile
+    if (!res.ok) { $("#attack-text").textContent = a.error || res.statusText; return; }
+    if (a.eps === null) {
+      $("#attack-text").textContent = "no change up to 50% of the pixel range flips it";
+      return;
+    }
+    drawPixels($("#adversarial28"), a.adversarial);
+    $("#attack-text").textContent = `every pixel changed by at most ` +
+      `${(100 * a.eps).toFixed(1)}% (ε = ${a.eps}): now ${a.adversarial_label} ` +
+      `(${(100 * a.adversarial_probability).toFixed(1)}%)`;
+    $("#attack-figure").dataset.eps = String(a.eps);
+  } catch (err) {
+    $("#attack-text").textContent = `no answer from the server (${err.message})`;
+  } finally {
+    $("#fool").disabled = !state.input;
+  }
 }
 
 function showError(message, version) {
@@ -222,8 +274,11 @@ function showError(message, version) {
   $("#status").textContent = message;
   setBars(null);
   state.shown = version;
+  state.last = null;
   prediction.dataset.version = String(version);
   prediction.dataset.label = "";
+  prediction.dataset.answer = "";
+  resetAttack(null);
 }
 
 function showIdle() {
@@ -235,8 +290,11 @@ function showIdle() {
   clearCanvas($("#input28"));
   clearCanvas($("#saliency28"));
   state.shown = state.version;
+  state.last = null;
   prediction.dataset.version = String(state.version);
   prediction.dataset.label = "";
+  prediction.dataset.answer = "";
+  resetAttack(null);
 }
 
 // 28x28 views
@@ -441,6 +499,8 @@ function renderModel(m) {
     box.appendChild(div);
   }
   $("#saliency-figure").hidden = !m.saliency;
+  $("#attack-figure").hidden = !m.attack;
+  if (typeof m.reject_threshold === "number") setThreshold(m.reject_threshold);
   if (!m.gallery) {
     $("#gallery-tools").hidden = true;
     $("#gallery").textContent = "no test set loaded: the gallery is off";
@@ -450,6 +510,8 @@ function renderModel(m) {
 }
 
 async function init() {
+  $("#threshold").addEventListener("input", (e) => setThreshold(Number(e.target.value) / 100));
+  $("#fool").addEventListener("click", fool);
   buildBars();
   buildGalleryTools();
   resizePad();
