@@ -203,13 +203,13 @@ def coverage_curve(rows: list[dict]):
         ax.annotate(f"{r['threshold']:g}", (r["coverage"], r["accuracy"]), fontsize=7,
                     xytext=(4, -10), textcoords="offset points", color="#57606a")
     ax.set(xlabel="share of test images answered (the rest: \"not sure\")",
-           ylabel="accuracy on the answered images",
+           ylabel="accuracy on those answered",
            title="Reject option: answer only when the top probability ≥ t (labels: t)")
     percent_axis(ax.xaxis)
     percent_axis(ax.yaxis)
     ax.invert_xaxis()                       # stricter thresholds to the right
     ax.grid(alpha=0.3)
-    margins(fig, left=0.85)
+    margins(fig, left=1.05)
     return fig
 
 
