@@ -10,7 +10,7 @@ from __future__ import annotations
 import click
 import numpy as np
 
-from .common import Failure, dataset_of, load_model_arg
+from .common import Failure, FiniteRange, check_out_file, dataset_of, load_model_arg
 
 
 def figure(rows: list[dict], title: str, names=None):
@@ -61,7 +61,7 @@ def attack_rows(net, image: np.ndarray, label: int, eps: float, steps: int) -> l
 @click.argument("model", required=False)
 @click.option("--index", type=click.IntRange(0, None), default=0, show_default=True,
               help="Test image to attack.")
-@click.option("--eps", type=click.FloatRange(0.0, 1.0), default=None,
+@click.option("--eps", type=FiniteRange(0.0, 1.0), default=None,
               help="Largest change per pixel (pixel range 0-1) [default: the smallest FGSM "
                    "eps that flips the answer].")
 @click.option("--steps", type=click.IntRange(1, 1000), default=10, show_default=True,
@@ -79,6 +79,7 @@ def command(model, index, eps, steps, out, data_dir):
     from ..modelfile import atomic_write_bytes
     from .figures import png_bytes
 
+    out = check_out_file(out)
     net, meta = load_model_arg(model)
     if not hasattr(net, "backward"):
         raise Failure("an ensemble has no single gradient to attack (its members are averaged "
@@ -104,6 +105,6 @@ def command(model, index, eps, steps, out, data_dir):
                    f"{'' if row['after'] != row['before'] else '  (answer kept)'}")
     title = f"test image {index} (true {names[label] if names else label}), " \
             f"{Path(model or 'cnn').name}"
-    atomic_write_bytes(Path(out), png_bytes(figure(rows, title, names)))
+    atomic_write_bytes(out, png_bytes(figure(rows, title, names)))
     click.echo(f"wrote {out}")
     return 0

@@ -26,6 +26,28 @@ class Failure(click.ClickException):
         self.exit_code = code
 
 
+class FiniteRange(click.FloatRange):
+    """click.FloatRange that also refuses nan and inf (FloatRange lets nan through: every
+    comparison with nan is false)."""
+
+    name = "finite float range"
+
+    def convert(self, value, param, ctx):
+        import math
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+def check_out_file(out: str | Path) -> Path:
+    """An output file's path, refused up front (before any work) when its folder is missing."""
+    path = Path(out)
+    if not path.parent.is_dir():
+        raise Failure(f"--out {out}: the folder {path.parent} does not exist")
+    return path
+
+
 def one_line(message) -> str:
     """Any message as one line (an exception's text may hold newlines)."""
     return " ".join(str(message).split())

@@ -15,7 +15,7 @@ from __future__ import annotations
 import click
 import numpy as np
 
-from .common import Failure, dataset_of, load_model_arg
+from .common import Failure, check_out_file, dataset_of, load_model_arg
 
 
 def pca(x: np.ndarray, k: int = 2) -> tuple[np.ndarray, np.ndarray]:
@@ -124,7 +124,10 @@ def command(model, layer, method, n_images, seed, out, data_dir):
     if method == "tsne":
         from .extras import require
         require("sklearn", "embed --method tsne")
+    out = check_out_file(out)
     net, meta = load_model_arg(model)
+    if hasattr(net, "layers") and layer not in (None, "input", "output"):
+        _index(layer, len(net.layers))                  # a bad --layer before any work
     dataset = dataset_of(meta)
     _, (x_test, y_test) = data.load_dataset(dataset, data_dir)
     images, labels = sample(x_test, y_test, n_images, seed)
@@ -137,6 +140,6 @@ def command(model, layer, method, n_images, seed, out, data_dir):
     predicted = net.predict(images)
     title = f"{Path(model or 'cnn').name}: {where}, {len(images):,} {dataset} test images"
     fig = figure(coords, labels, predicted, title, how, data.class_names(dataset))
-    atomic_write_bytes(Path(out), png_bytes(fig))
+    atomic_write_bytes(out, png_bytes(fig))
     click.echo(f"{where}: {how}; wrote {out}")
     return 0

@@ -18,6 +18,8 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import Footer, Header, Input, Static
 
+from .common import FiniteRange
+
 _EIGHTHS = " ▏▎▍▌▋▊▉█"  # partial blocks for bars with 1/8-character resolution
 
 
@@ -282,7 +284,7 @@ def build_app(model_arg: str, data_dir=None, start: int = 0, reject: float = 0.0
 @click.command()
 @click.argument("model", required=False)
 @click.option("--index", "start", type=int, default=0, help="Test image to start at.")
-@click.option("--reject", type=click.FloatRange(0.0, 1.0), is_flag=False, flag_value=0.9,
+@click.option("--reject", type=FiniteRange(0.0, 1.0), is_flag=False, flag_value=0.9,
               default=0.0, metavar="[T]",
               help="Mark answers whose top probability is below T \"not sure\" "
                    "(--reject alone: 0.9).")

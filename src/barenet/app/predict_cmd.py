@@ -11,11 +11,11 @@ from pathlib import Path
 
 import click
 
-from .common import EXIT_OK, EXIT_USAGE, Failure, dataset_of, load_model_arg
+from .common import EXIT_OK, EXIT_USAGE, Failure, FiniteRange, dataset_of, load_model_arg
 
 DEFAULT_REJECT = 0.9           # barenet.metrics.DEFAULT_REJECT, without importing NumPy for --help
 REJECT = click.option(
-    "--reject", type=click.FloatRange(0.0, 1.0), is_flag=False, flag_value=DEFAULT_REJECT,
+    "--reject", type=FiniteRange(0.0, 1.0), is_flag=False, flag_value=DEFAULT_REJECT,
     default=None, metavar="[T]",
     help=f"Answer \"not sure\" when the top probability is below T (--reject alone: "
          f"{DEFAULT_REJECT}).")

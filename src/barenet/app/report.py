@@ -26,7 +26,8 @@ from .report_html import (
 
 REPORT_FILE = "report.html"
 PLOT_NAMES = ("curves", "confusion", "per-digit", "misclassified", "predictions", "confidence",
-              "reliability", "coverage", "weights", "saliency", "robustness")
+              "reliability", "coverage", "weights", "saliency", "embedding", "robustness")
+EMBED_IMAGES = 2000            # test images in the report's map of the last hidden layer
 ROBUSTNESS_IMAGES = 1000        # test images per corruption level when the run has no
                                 # robustness.json of its own (`barenet robustness RUN`)
 INSTALL_HINT = "pip install 'barenet[plots]'"
@@ -68,7 +69,6 @@ def _figures(run: dict, x, y, probs, report: dict,
 
     names: the data set's class names, None when the labels are digits (barenet.data).
     """
-    from .. import saliency
     from . import plots
 
     model = run["model"]
@@ -77,15 +77,6 @@ def _figures(run: dict, x, y, probs, report: dict,
     if not hasattr(model, "layers"):
         inner, of_whom = model.members[0], f" Of the ensemble's first member (of {len(model)})."
     cm = np.array(report["confusion_matrix"])
-    firsts = np.array([np.flatnonzero(y == k)[0] for k in range(probs.shape[1])
-                       if (y == k).any()])
-
-    def saliency_plot():
-        gradients, targets = saliency.input_gradient(inner, x[firsts])
-        own = probs[firsts] if inner is model else inner.predict_proba(x[firsts])
-        return plots.saliency_figure(x[firsts], y[firsts], own, gradients, targets,
-                                     names=names)
-
     noun = "digit" if names is None else "class"
     nouns = "digits" if names is None else "classes"
     training, per_class, mistakes = "Training", per_class_section(names), "Mistakes"
@@ -120,8 +111,34 @@ def _figures(run: dict, x, y, probs, report: dict,
          lambda: plots.first_layer_weights(inner)),
         (inside, "saliency", "Saliency", f"The first test image of each {noun} and the "
          f"gradient of the predicted {noun}'s score (logit) with respect to each pixel, "
-         "from the network's own backward pass." + of_whom, saliency_plot),
+         "from the network's own backward pass." + of_whom,
+         lambda: _saliency(inner, x, y, probs if inner is model else None, names)),
+        (inside, "embedding", "Last hidden layer", f"{EMBED_IMAGES:,} test images as the "
+         f"last hidden layer sees them, projected by PCA, coloured by true {noun}; "
+         "misclassified images circled (`barenet embed RUN --method tsne` for t-SNE)."
+         + of_whom, lambda: _embedding(inner, x, y, names)),
     ]
+
+
+def _saliency(model, x, y, probs, names):
+    """Saliency maps of the first test image of each class (probs: the model's own, or None
+    to compute them)."""
+    from .. import saliency
+    from . import plots
+    firsts = np.array([np.flatnonzero(y == k)[0] for k in range(10) if (y == k).any()])
+    gradients, targets = saliency.input_gradient(model, x[firsts])
+    own = model.predict_proba(x[firsts]) if probs is None else probs[firsts]
+    return plots.saliency_figure(x[firsts], y[firsts], own, gradients, targets, names=names)
+
+
+def _embedding(model, x, y, names):
+    """PCA map of the last hidden layer's activations for a seeded sample of test images."""
+    from . import embed, robustness
+    images, labels = robustness.sample(x, y, EMBED_IMAGES, 0)
+    values, where = embed.activations(model, images, None)
+    coords, share = embed.pca(values)
+    return embed.figure(coords, labels, model.predict(images), where,
+                        f"PCA: {share[0]:.0%} + {share[1]:.0%} of the variance", names)
 
 
 def _failure_figures(run: dict, x, y, report: dict, section: str) -> list[tuple]:
