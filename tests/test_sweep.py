@@ -258,8 +258,11 @@ SWEEP_SCRIPT = textwrap.dedent("""
 
 def start_sweep(argv, pause=0.03):
     script = SWEEP_SCRIPT.format(tests=str(Path(__file__).parent), argv=argv, pause=pause)
+    # SIGINT at its default action in the child: a shell's background job inherits it
+    # ignored, and the Ctrl-C test would then see the sweep finish.
     return subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def wait_for_a_trial_in_progress(out, timeout=60):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -71,12 +72,20 @@ RUN_FILES = {"checkpoint.safetensors", "config.json", "history.json", "metrics.j
              "model.safetensors"}
 
 
+def default_sigint() -> None:
+    """In a child before exec: Ctrl-C's default action. A shell starts background jobs with
+    SIGINT ignored, children inherit that, and Python then never raises KeyboardInterrupt:
+    tests that send SIGINT would see the run finish instead (as CI run with `&` did)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def popen(*args, env: dict | None = None, **kw) -> subprocess.Popen:
     """Start `barenet ARGS` (synthetic digits) without waiting for it."""
     full_env = {**os.environ, "BARENET_OFFLINE": "1", "NO_COLOR": "1", **(env or {})}
     return subprocess.Popen([sys.executable, str(FAKE), *map(str, args)], env=full_env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kw)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint,
+                            **kw)
 
 
 def assert_error(done: Done, code: int, *words: str) -> str:
