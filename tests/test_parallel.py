@@ -60,13 +60,21 @@ def test_predict_restores_train_mode_and_handles_empty_input():
     assert model.training is True
 
 
-def test_layers_with_scratch_buffers_are_never_split_and_run_in_smaller_batches():
+def test_feature_map_models_run_in_chunks_with_one_model_copy_per_thread(monkeypatch):
     cnn = bn.Sequential(Conv2D(1, 4, 3, rng=0), BatchNorm2d(4), bn.ReLU(), MaxPool2D(2),
                         bn.Flatten(), bn.Dense(4 * 13 * 13, 10, rng=0))
     assert not all(layer.row_parallel for layer in cnn.layers)
-    x = images(2048)
+    norm = cnn.layers[1]            # statistics away from 0/1: the copies must carry them
+    norm.running_mean[:], norm.running_var[:] = [0.1, -0.2, 0.3, 0.0], [0.5, 2.0, 1.0, 1.5]
+    copies = []
+    real_copy = parallel._eval_copy
+    monkeypatch.setattr(parallel, "_eval_copy", lambda m: copies.append(real_copy(m)) or copies[-1])
+    force_threads(monkeypatch, 2)
+    x = images(2048 + 13)
     cnn.eval()
     np.testing.assert_allclose(cnn.logits(x), cnn.forward(bn.model.as_input(x)), atol=1e-5)
+    assert len(copies) == 1 and copies[0].layers[0] is not cnn.layers[0]
+    assert cnn.logits(x[:5]).shape == (5, 10)                      # one chunk: no copy
 
 
 def test_a_callers_blas_limit_keeps_inference_in_its_thread():

@@ -15,6 +15,8 @@ per core (NumPy releases the GIL inside ufuncs and GEMMs) keeps every core busy.
   the CPUs the process may use: unpinned, Linux can wake an idle helper thread on the
   caller's CPU, and the two threads then share one core. The caller's affinity is restored.
 - Pixels that are 0 in every image of a chunk are skipped by the first Dense layer.
+- Models with feature maps (conv layers) keep scratch buffers in their layers: each thread
+  runs its own eval-mode copy of the model on chunks of MAP_CHUNK images.
 
 Without threadpoolctl (a dependency, imported only when present) nothing runs in parallel:
 `run_rows` works through the chunks in the calling thread, which is always correct.
@@ -38,8 +40,10 @@ from .layers import Dense
 CHUNK_ROWS = 512
 SPARSE_MIN_ROWS = 256   # smallest uint8 chunk for which the first Dense skips empty pixels
 MAP_BATCH = 1000        # inference batch cap for models with feature maps (conv layers)
+MAP_CHUNK = 64          # images per chunk for those: their maps stay in the caches
 # Below this many rows per thread the GEMMs are too small to pay for the thread hand-off.
 MIN_ROWS_PER_THREAD = 1024
+RowFn = Callable[[np.ndarray], np.ndarray]
 
 _lock = threading.Lock()        # one parallel section at a time: the BLAS limit is global
 
@@ -111,40 +115,44 @@ def threads_for(n_rows: int) -> int:
     return max(1, min(threads, n_rows // MIN_ROWS_PER_THREAD))
 
 
-def run_rows(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray) -> np.ndarray:
-    """fn(x), computed as fn on row chunks of at most CHUNK_ROWS in parallel threads.
+def run_rows(fn: RowFn | list[RowFn], x: np.ndarray, *, rows: int = CHUNK_ROWS) -> np.ndarray:
+    """fn(x), computed as fn on row chunks of at most `rows` in parallel threads.
 
-    fn must be row-wise (row i of the output depends only on row i of the input) and must
-    not share mutable scratch state between concurrent calls.
+    fn must be row-wise (row i of the output depends only on row i of the input). Either one
+    callable that keeps no mutable scratch state, or a list of callables, one per thread,
+    for models whose layers keep scratch buffers (each thread then calls its own).
     """
-    k = threads_for(len(x))
-    starts = range(0, len(x), CHUNK_ROWS)
-    if k == 1 or not _lock.acquire(blocking=False):
-        return np.concatenate([fn(x[i:i + CHUNK_ROWS]) for i in starts]) if len(x) else fn(x)
+    fns = fn if isinstance(fn, list) else None
+    k = min(len(fns), -(-len(x) // rows)) if fns else threads_for(len(x))
+    fn = fns[0] if fns else fn
+    starts = range(0, len(x), rows)
+    if k <= 1 or not _lock.acquire(blocking=False):
+        return np.concatenate([fn(x[i:i + rows]) for i in starts]) if len(x) else fn(x)
     try:
         controller, _ = _controller()
         parts: list[np.ndarray | None] = [None] * len(starts)
         claim = itertools.count()               # next() on a count is atomic under the GIL
         cpus = _cpus()
 
-        def work(cpu: int | None = None):
+        def work(own_fn, cpu: int | None = None):
             if cpu is not None:
                 os.sched_setaffinity(0, {cpu})  # a pool thread: stays pinned, harmless
             for j in claim:
                 if j >= len(parts):
                     return
-                parts[j] = fn(x[starts[j]:starts[j] + CHUNK_ROWS])
+                parts[j] = own_fn(x[starts[j]:starts[j] + rows])
 
         # Pin only when the threads take every CPU the process may use: with spare CPUs
         # (several processes on a big machine) the scheduler places them better than a
         # fixed choice of the lowest-numbered ones would.
         pinned = cpus is not None and len(cpus) == k
         with controller.limit(limits=1, user_api="blas"):
-            helpers = [_pool(k - 1).submit(work, cpus[i + 1] if pinned else None)
+            helpers = [_pool(k - 1).submit(work, fns[i + 1] if fns else fn,
+                                           cpus[i + 1] if pinned else None)
                        for i in range(k - 1)]
             try:
                 with _pinned_to(cpus[0] if pinned else None):
-                    work()
+                    work(fn)
             finally:
                 for helper in helpers:
                     helper.result()
@@ -157,16 +165,34 @@ def infer(model, x: np.ndarray, batch_size: int) -> np.ndarray:
     """Eval-mode logits (N, K) of raw input x (uint8 images or floats), batch by batch.
 
     The fast path behind Sequential.logits; the same numbers as model.forward(x) up to float
-    rounding. Each batch of an all-row-wise model (MLPs) is split across the cores (run_rows);
-    the model must already be in eval mode.
+    rounding. Each batch is split across the cores (run_rows): an MLP's rows directly, a
+    model with feature maps in chunks of MAP_CHUNK images, one copy of the model per thread
+    (its layers keep scratch buffers). The model must already be in eval mode.
     """
     row_wise = all(layer.row_parallel for layer in model.layers)
-    if not row_wise:    # feature maps: 10,000 images of 32x24x24 floats alone are 740 MB
-        batch_size = min(batch_size, MAP_BATCH)
-    forward = functools.partial(_forward_raw, model)
-    out = [run_rows(forward, x[i:i + batch_size]) if row_wise
-           else forward(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+    if row_wise:
+        forward, rows = functools.partial(_forward_raw, model), CHUNK_ROWS
+    else:               # feature maps: 10,000 images of 32x24x24 floats alone are 740 MB
+        batch_size, rows = min(batch_size, MAP_BATCH), MAP_CHUNK
+        _, threads = _controller()
+        threads = min(threads, -(-len(x) // rows))
+        try:
+            copies = [model, *(_eval_copy(model) for _ in range(threads - 1))]
+        except ValueError:      # a layer type outside the registry: no copy, one thread
+            copies = [model]
+        forward = [functools.partial(_forward_raw, copy) for copy in copies]
+    out = [run_rows(forward, x[i:i + batch_size], rows=rows)
+           for i in range(0, len(x), batch_size)]
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def _eval_copy(model):
+    """A copy of `model` in eval mode with the same weights and statistics (its own buffers)."""
+    params = model.parameters()
+    dtype = params[0].data.dtype if params else np.float32
+    copy = type(model).from_architecture(model.architecture(), dtype=dtype)
+    copy.load_state_arrays(model.state_arrays())
+    return copy.eval()
 
 
 def _forward_raw(model, x: np.ndarray) -> np.ndarray:
