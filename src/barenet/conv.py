@@ -207,25 +207,28 @@ class BatchNorm2d(_BatchNorm):
     def forward(self, x):
         n, ch, h, w = x.shape
         xm = nhwc(x).reshape(-1, ch)            # (N*H*W, C); a view for NHWC-memory inputs
+        # Per-channel vectors act on (N, H*W*C) rows as one image's worth of repeats (tile):
+        # broadcasting a (C,) vector would run NumPy's inner loop over only C floats at a time.
+        per_image, xi = h * w, xm.reshape(n, -1)
         self._eval = not self.training
         if self._eval:                          # fixed statistics: an affine map
             self._x = x
             scale = self._eval_scale()
-            y = xm * scale
-            y += self.beta.data - self.running_mean * scale
+            y = xi * np.tile(scale, per_image)
+            y += np.tile(self.beta.data - self.running_mean * scale, per_image)
             return nchw(y.reshape(n, h, w, ch))
         rows = self._total(np.array([len(xm)], dtype=xm.dtype))[0]   # whole batch: N*H*W
         mean = self._total(self._column_sums(xm)) * (1.0 / rows)
-        xc = xm - mean
+        xc = xi - np.tile(mean, per_image)      # (N, H*W*C)
         y = np.multiply(xc, xc)                 # scratch for the squares, then the output
-        var = self._total(self._column_sums(y)) * (1.0 / rows)   # biased, for normalization
+        var = self._total(self._column_sums(y.reshape(-1, ch))) * (1.0 / rows)   # biased
         self._rows = rows
         self._inv_std = 1.0 / np.sqrt(var + self.eps)
-        xc *= self._inv_std
-        self._xhat = xc                         # (N*H*W, C)
+        xc *= np.tile(self._inv_std, per_image)
+        self._xhat = xc                         # (N, H*W*C)
         self._update_running(mean, var, rows)
-        np.multiply(xc, self.gamma.data, out=y)
-        y += self.beta.data
+        np.multiply(xc, np.tile(self.gamma.data, per_image), out=y)
+        y += np.tile(self.beta.data, per_image)
         return nchw(y.reshape(n, h, w, ch))
 
     def backward(self, grad_out, input_grad=True):
@@ -234,19 +237,20 @@ class BatchNorm2d(_BatchNorm):
         if self._eval:
             dx = self._eval_backward(g, nhwc(self._x).reshape(-1, ch), input_grad)
             return None if dx is None else nchw(dx.reshape(n, h, w, ch))
-        xhat, rows = self._xhat, self._rows
+        xhat, rows, per_image = self._xhat, self._rows, h * w
+        gi = g.reshape(n, -1)                   # (N, H*W*C), as xhat; vectors tiled (forward)
         self.beta.grad[...] = self._column_sums(g)
-        tmp = g * xhat
-        self.gamma.grad[...] = self._column_sums(tmp)
+        tmp = gi * xhat
+        self.gamma.grad[...] = self._column_sums(tmp.reshape(-1, ch))
         if not input_grad:
             return None
         sum_g, sum_gx = np.split(self._total(np.concatenate([self.beta.grad,
                                                               self.gamma.grad])), 2)
         # dx = gamma/std * (g - mean(g) - xhat * mean(g * xhat)), means over (N, H, W)
         a = self.gamma.data * self._inv_std
-        np.multiply(xhat, a * sum_gx * (1.0 / rows), out=tmp)
-        tmp += a * sum_g * (1.0 / rows)
-        dx = g * a
+        np.multiply(xhat, np.tile(a * sum_gx * (1.0 / rows), per_image), out=tmp)
+        tmp += np.tile(a * sum_g * (1.0 / rows), per_image)
+        dx = gi * np.tile(a, per_image)
         dx -= tmp
         return nchw(dx.reshape(n, h, w, ch))
 
