@@ -211,3 +211,4 @@ def test_the_commands_answer_bad_input_and_ensembles_in_one_line(trained, tmp_pa
         assert main(args) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and err.count("\n") == 1, err
+

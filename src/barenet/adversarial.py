@@ -31,7 +31,7 @@ def loss_gradient(model, images: np.ndarray, labels: np.ndarray) -> tuple[float,
     of images and the model's dtype, per unit of the scaled [0, 1] pixel. Eval mode (no
     dropout, batch norm on running statistics); overwrites the parameters' grads.
     """
-    _check(model)
+    check_gradient(model)
     labels = np.asarray(labels, np.int64)
     n = len(images)
     params = model.parameters()
@@ -52,11 +52,21 @@ def loss_gradient(model, images: np.ndarray, labels: np.ndarray) -> tuple[float,
 
 def fgsm(model, images: np.ndarray, labels: np.ndarray, eps: float) -> np.ndarray:
     """One signed-gradient step of size eps: float images in [0, 1], same shape as images."""
+    return next(fgsm_sweep(model, images, labels, [eps]))
+
+
+def fgsm_sweep(model, images: np.ndarray, labels: np.ndarray, eps_values):
+    """FGSM at each eps in turn (a generator), from one gradient: the step's direction,
+    sign(d loss / d x) at the clean images, does not depend on eps. eps 0 is the images."""
     x = as_input(images)
-    if eps == 0:
-        return x
-    _, grad = loss_gradient(model, x, labels)
-    return np.clip(x + np.float32(eps) * np.sign(grad, dtype=np.float32), 0.0, 1.0)
+    step = None
+    for eps in eps_values:
+        if eps == 0:
+            yield x
+            continue
+        if step is None:
+            step = np.sign(loss_gradient(model, x, labels)[1], dtype=np.float32)
+        yield np.clip(x + np.float32(eps) * step, 0.0, 1.0)
 
 
 def pgd(model, images: np.ndarray, labels: np.ndarray, eps: float, steps: int = 10,
@@ -100,7 +110,13 @@ def smallest_flip(model, image: np.ndarray, label: int | None = None, *,
     return float(eps[first]), candidates[first], int(predicted[first])
 
 
-def _check(model) -> None:
-    if not hasattr(model, "backward"):
+def has_gradient(model) -> bool:
+    """False for an ensemble: no single backward pass to the input."""
+    return hasattr(model, "backward")
+
+
+def check_gradient(model) -> None:
+    """Raise NoGradient (one line for the user) when the model has no gradient to attack."""
+    if not has_gradient(model):
         raise NoGradient("an ensemble has no single gradient to attack (its members are "
                          "averaged after the softmax); attack one of its member runs instead")

@@ -124,20 +124,16 @@ DEFAULT_REJECT = 0.9
 REJECT_THRESHOLDS = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 0.995, 0.999)
 
 
-def answered(probs: np.ndarray, threshold: float) -> np.ndarray:
-    """(N,) bool: the rows whose top probability reaches the threshold."""
-    return np.asarray(probs).max(axis=1) >= threshold
-
-
 def coverage_curve(labels: np.ndarray, probs: np.ndarray,
                    thresholds=REJECT_THRESHOLDS) -> list[dict]:
     """Selective classification: for each threshold t, the share of images answered
     (top probability >= t) and the accuracy on those (None when none is answered)."""
-    labels = np.asarray(labels)
-    right = np.asarray(probs).argmax(axis=1) == labels
+    probs = np.asarray(probs)
+    right = probs.argmax(axis=1) == np.asarray(labels)
+    top = probs.max(axis=1)
     rows = []
     for t in thresholds:
-        mask = answered(probs, t)
+        mask = top >= t
         rows.append({"threshold": float(t), "coverage": float(mask.mean()) if len(mask) else 0.0,
                      "accuracy": float(right[mask].mean()) if mask.any() else None})
     return rows

@@ -44,7 +44,8 @@ def figure(rows: list[dict], title: str, names=None):
 def attack_rows(net, image: np.ndarray, label: int, eps: float, steps: int) -> list[dict]:
     """FGSM and PGD at eps on one image: the pictures and both answers for each."""
     from .. import adversarial
-    original = image.astype(np.float32) / 255.0
+    from ..model import as_input
+    original = as_input(image)
     p_original = net.predict_proba(original[None])[0]
     rows = []
     for method, adv in (("FGSM", adversarial.fgsm(net, original[None], [label], eps)),
@@ -81,9 +82,11 @@ def command(model, index, eps, steps, out, data_dir):
 
     out = check_out_file(out)
     net, meta = load_model_arg(model)
-    if not hasattr(net, "backward"):
-        raise Failure("an ensemble has no single gradient to attack (its members are averaged "
-                      "after the softmax): attack one of its member runs")
+    from ..adversarial import NoGradient, check_gradient
+    try:
+        check_gradient(net)
+    except NoGradient as exc:
+        raise Failure(str(exc)) from None
     dataset = dataset_of(meta)
     _, (x_test, y_test) = data.load_dataset(dataset, data_dir)
     if index >= len(x_test):

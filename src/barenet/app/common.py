@@ -40,6 +40,14 @@ class FiniteRange(click.FloatRange):
         return number
 
 
+def reject_option(help_text: str):
+    """`--reject [T]`: a threshold in [0, 1]; the option alone means metrics.DEFAULT_REJECT."""
+    from ..metrics import DEFAULT_REJECT
+    return click.option("--reject", type=FiniteRange(0.0, 1.0), is_flag=False,
+                        flag_value=DEFAULT_REJECT, default=None, metavar="[T]",
+                        help=f"{help_text} (--reject alone: {DEFAULT_REJECT}).")
+
+
 def check_out_file(out: str | Path) -> Path:
     """An output file's path, refused up front (before any work) when its folder is missing."""
     path = Path(out)

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from ..sizing import cut, short
-from .report import best_val, flatten
+from .report_html import best_val, flatten
 
 JSON_LIMIT = 16 << 20     # bytes; a history of thousands of epochs is a few hundred kB
 

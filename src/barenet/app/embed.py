@@ -45,16 +45,14 @@ def default_layer(net) -> int:
 def activations(net, images: np.ndarray, layer: str | None) -> tuple[np.ndarray, str]:
     """((N, D) activations at `layer`, its description). layer: None (default), "input",
     "output" or an index (negative from the end)."""
-    from ..model import Sequential
+    from ..model import Sequential, as_input
+    if layer == "input":
+        return as_input(images).reshape(len(images), -1), "input pixels"
     if not hasattr(net, "layers"):                              # an ensemble
-        if layer not in (None, "output", "input"):
+        if layer not in (None, "output"):
             raise Failure("an ensemble has no shared hidden layers: use --layer output "
                           "(its averaged probabilities) or --layer input")
-        if layer == "input":
-            return images.reshape(len(images), -1) / 255.0, "input pixels"
         return net.predict_proba(images), "ensemble's averaged probabilities"
-    if layer == "input":
-        return images.reshape(len(images), -1) / 255.0, "input pixels"
     n = len(net.layers)
     k = default_layer(net) if layer is None else n - 1 if layer == "output" else _index(layer, n)
     out = Sequential(*net.layers[:k + 1]).eval().logits(images)

@@ -18,7 +18,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import Footer, Header, Input, Static
 
-from .common import FiniteRange
+from .common import reject_option
 
 _EIGHTHS = " ▏▎▍▌▋▊▉█"  # partial blocks for bars with 1/8-character resolution
 
@@ -274,9 +274,11 @@ def build_app(model_arg: str, data_dir=None, start: int = 0, reject: float = 0.0
     names = data.class_names(dataset)
     title = f"{Path(model_arg).name} · {dataset} test accuracy {accuracy:.2%}"
     if reject:
-        answered = probs.max(axis=1) >= reject
-        title += (f" · not sure below {reject:.0%}: {answered.mean():.1%} answered, "
-                  f"{np.mean(probs.argmax(axis=1)[answered] == y_test[answered]):.2%} right")
+        from ..metrics import coverage_curve
+        row = coverage_curve(y_test, probs, [reject])[0]
+        right = "-" if row["accuracy"] is None else f"{row['accuracy']:.2%}"
+        title += (f" · not sure below {reject:.0%}: {row['coverage']:.1%} answered, "
+                  f"{right} right")
     return ExploreApp(x_test, y_test, probs, title=title, names=names, start=start,
                       reject=reject)
 
@@ -284,10 +286,7 @@ def build_app(model_arg: str, data_dir=None, start: int = 0, reject: float = 0.0
 @click.command()
 @click.argument("model", required=False)
 @click.option("--index", "start", type=int, default=0, help="Test image to start at.")
-@click.option("--reject", type=FiniteRange(0.0, 1.0), is_flag=False, flag_value=0.9,
-              default=0.0, metavar="[T]",
-              help="Mark answers whose top probability is below T \"not sure\" "
-                   "(--reject alone: 0.9).")
+@reject_option('Mark answers whose top probability is below T "not sure"')
 @click.option("--data-dir", type=click.Path(file_okay=False), help="MNIST cache directory.")
 def command(model, start, reject, data_dir):
     """Browse MODEL's test-set predictions in the terminal (keys: n/p/r, 0-9, m, g, q).
@@ -308,7 +307,7 @@ def command(model, start, reject, data_dir):
                       f"`barenet evaluate {model}`")
     if start < 0:
         raise Failure(f"--index {start} is negative: test images are numbered from 0")
-    app = build_app(model, data_dir, reject=reject)
+    app = build_app(model, data_dir, reject=reject or 0.0)
     try:
         app.browser.go_to(start)
     except IndexError:

@@ -11,14 +11,9 @@ from pathlib import Path
 
 import click
 
-from .common import EXIT_OK, EXIT_USAGE, Failure, FiniteRange, dataset_of, load_model_arg
+from .common import EXIT_OK, EXIT_USAGE, Failure, dataset_of, load_model_arg, reject_option
 
-DEFAULT_REJECT = 0.9           # barenet.metrics.DEFAULT_REJECT, without importing NumPy for --help
-REJECT = click.option(
-    "--reject", type=FiniteRange(0.0, 1.0), is_flag=False, flag_value=DEFAULT_REJECT,
-    default=None, metavar="[T]",
-    help=f"Answer \"not sure\" when the top probability is below T (--reject alone: "
-         f"{DEFAULT_REJECT}).")
+REJECT = reject_option('Answer "not sure" when the top probability is below T')
 
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -72,7 +67,7 @@ def evaluate(model, as_json, reject, data_dir):
     report = classification_report(y_test, probs)
     if reject is not None:              # its row joins the trade-off table
         report["coverage"] = coverage_curve(y_test, probs, sorted({*REJECT_THRESHOLDS, reject}))
-        report["reject"] = coverage_curve(y_test, probs, [reject])[0]
+        report["reject"] = next(r for r in report["coverage"] if r["threshold"] == reject)
     if as_json:
         # Strict JSON: a NaN or infinity any metric might hold is written as null.
         strict = json.loads(json.dumps(report), parse_constant=lambda _: None)

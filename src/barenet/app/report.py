@@ -17,12 +17,7 @@ import click
 import numpy as np
 
 from .common import EXIT_FAIL, Failure, dataset_of, resolve_model_path
-from .report_html import (
-    best_val,  # noqa: F401 - compare.py imports it and flatten from here
-    flatten,  # noqa: F401
-    per_class_section,
-    render_html,
-)
+from .report_html import per_class_section, render_html
 
 REPORT_FILE = "report.html"
 PLOT_NAMES = ("curves", "confusion", "per-digit", "misclassified", "predictions", "confidence",
@@ -145,18 +140,15 @@ def _failure_figures(run: dict, x, y, report: dict, section: str) -> list[tuple]
     """The reject option's trade-off, and accuracy as the test images get worse (the run's
     robustness.json when `barenet robustness RUN` wrote one, else measured here on a
     sample)."""
+    from ..data.corrupt import CORRUPTIONS
     from . import plots, robustness
 
     def robustness_plot():
         result = run["robustness"]
         if not isinstance(result, dict) or not result.get("models"):
             images, labels = robustness.sample(x, y, ROBUSTNESS_IMAGES, 0)
-            names = ("noise", "rotate", "shift", "stroke", "blur", "occlude", "contrast",
-                     "invert")
-            clean = float(np.mean(run["model"].predict(images) == labels))
-            result = {"dataset": dataset_of(run["config"]), "images": len(images), "seed": 0,
-                      "models": [{"name": "this model", "clean": clean, "curves":
-                                  robustness.curves(run["model"], images, labels, names)}]}
+            result = robustness.measure([("this model", "", run["model"])], images, labels,
+                                        dataset_of(run["config"]), list(CORRUPTIONS))
         return robustness.figure(result)
 
     return [

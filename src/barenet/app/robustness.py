@@ -28,23 +28,41 @@ def sample(x_test: np.ndarray, y_test: np.ndarray, n: int, seed: int):
 
 
 def curves(model, images: np.ndarray, labels: np.ndarray, names, seed: int = 0,
-           fgsm: bool = True) -> dict:
+           fgsm: bool = True, clean: float | None = None) -> dict:
     """{corruption: {"levels": [...], "accuracy": [...]}} for one model; "fgsm" too when the
-    model has a gradient (not an ensemble) and fgsm is asked for."""
-    from ..adversarial import fgsm as attack
-    from ..data.corrupt import CORRUPTIONS, corrupt
+    model has a gradient (not an ensemble) and fgsm is asked for. clean: the accuracy on the
+    images themselves, which every identity level shares (computed when not given)."""
+    from ..adversarial import fgsm_sweep, has_gradient
+    from ..data.corrupt import CORRUPTIONS, IDENTITY_LEVEL, corrupt
 
+    def accuracy(x) -> float:
+        return float(np.mean(model.predict(x) == labels))
+
+    if clean is None:
+        clean = accuracy(images)
     out = {}
     for name in names:
         levels = CORRUPTIONS[name][1]
-        accuracy = [float(np.mean(model.predict(corrupt(images, name, level, seed)) == labels))
-                    for level in levels]
-        out[name] = {"levels": list(levels), "accuracy": accuracy}
-    if fgsm and hasattr(model, "backward"):
-        accuracy = [float(np.mean(model.predict(attack(model, images, labels, eps)) == labels))
-                    for eps in FGSM_EPS]
-        out["fgsm"] = {"levels": list(FGSM_EPS), "accuracy": accuracy}
+        out[name] = {"levels": list(levels), "accuracy": [
+            clean if level == IDENTITY_LEVEL.get(name, 0) else
+            accuracy(corrupt(images, name, level, seed)) for level in levels]}
+    if fgsm and has_gradient(model):
+        out["fgsm"] = {"levels": list(FGSM_EPS), "accuracy": [
+            accuracy(x) for x in fgsm_sweep(model, images, labels, FGSM_EPS)]}
     return out
+
+
+def measure(models: list[tuple[str, str, object]], images: np.ndarray, labels: np.ndarray,
+            dataset: str, names, seed: int = 0, fgsm: bool = True) -> dict:
+    """What robustness.json holds: for each (name, source, model), the clean accuracy and
+    its curves (see curves), on the same images."""
+    result = {"dataset": dataset, "images": len(images), "seed": seed, "models": []}
+    for name, source, net in models:
+        clean = float(np.mean(net.predict(images) == labels))
+        result["models"].append({"name": name, "model": source, "clean": clean,
+                                 "curves": curves(net, images, labels, names, seed, fgsm,
+                                                  clean)})
+    return result
 
 
 def axis_label(name: str) -> str:
@@ -149,6 +167,7 @@ def command(models, n_images, corruptions, no_fgsm, seed, out, data_dir):
     """Accuracy curves as test images get noisier, rotated, shifted, thinner or thicker,
     blurred, occluded, faded or inverted, and under FGSM attack. Several MODELs (run dirs,
     model files or shipped names) are drawn on the same axes."""
+    from ..adversarial import has_gradient
     from ..data.corrupt import CORRUPTIONS
     models = models or ("cnn",)
     names = list(CORRUPTIONS) if corruptions == "all" else \
@@ -162,12 +181,10 @@ def command(models, n_images, corruptions, no_fgsm, seed, out, data_dir):
         out = first if first.is_dir() else Path("robustness")
     nets, dataset, x_test, y_test = _load(models, data_dir)
     images, labels = sample(x_test, y_test, n_images, seed)
-    result = {"dataset": dataset, "images": len(images), "seed": seed, "models": []}
-    for arg, name, net in zip(models, _names(models), nets):
-        clean = float(np.mean(net.predict(images) == labels))
-        result["models"].append({"name": name, "model": arg, "clean": clean,
-                                 "curves": curves(net, images, labels, names, seed, not no_fgsm)})
-        if not no_fgsm and not hasattr(net, "backward"):
+    labelled = list(zip(_names(models), models, nets))
+    result = measure(labelled, images, labels, dataset, names, seed, not no_fgsm)
+    for name, _, net in labelled:
+        if not no_fgsm and not has_gradient(net):
             click.echo(f"note: {name} is an ensemble: no FGSM curve (no single gradient)",
                        err=True)
     _table(result)

@@ -40,7 +40,6 @@ from ..training import (
     fit,
     split_validation,
 )
-from .common import resolve_model_path  # noqa: F401 - used as runs.resolve_model_path
 from .progress import HISTORY_FILE, PROGRESS_FILE, LiveFiles
 from .rundir import (  # noqa: F401 - RunError and friends are used as runs.RunError
     CHECKPOINT_FILE,

@@ -51,10 +51,11 @@ class Predictor:
 
     def attack(self, image: np.ndarray) -> dict:
         """uint8 (28, 28) -> the Attack fields: the smallest FGSM eps that flips the answer."""
-        from ..adversarial import smallest_flip
-        if not self.has_saliency:
-            raise HTTPException(422, "an ensemble has no single gradient to attack (its "
-                                     "members are averaged after the softmax)")
+        from ..adversarial import NoGradient, check_gradient, smallest_flip
+        try:
+            check_gradient(self.model)
+        except NoGradient as exc:
+            raise HTTPException(422, str(exc)) from None
         with self._lock:
             probs = self.model.predict_proba(image[None])[0]
             found = smallest_flip(self.model, image)
