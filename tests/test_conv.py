@@ -193,3 +193,28 @@ def test_max_pool_gradient_goes_to_the_first_maximum_on_ties(k):
         i, j = np.unravel_index(np.argmax(window), window.shape)      # first in row-major
         expected[n, c, r * k + i, col * k + j] = g[n, c, r, col]
     np.testing.assert_array_equal(pool.backward(g), expected)
+
+
+@pytest.mark.parametrize("pool", [lambda: MaxPool2D(2), lambda: MaxPool2D(3, 2, 1)])
+def test_relu_before_a_max_pool_runs_after_it_with_the_same_numbers(pool):
+    # Sequential runs the pool first (a quarter of the values for the ReLU); forward and
+    # backward must equal the layers run in their declared order, ties and all.
+    rng = np.random.default_rng(3)
+    x = rng.integers(-2, 3, (5, 2, 8, 8)).astype(np.float64)          # ties, zeros, negatives
+    identity = Conv2D(2, 2, 1, bias=False, dtype=np.float64)        # a 4-D first layer
+    identity.W.data[...] = np.eye(2)[:, :, None, None]
+    model = Sequential(identity, ReLU(), pool(), ReLU(), pool(), Flatten())
+    assert [type(layer) for layer in model.run_order()][1:5] == [MaxPool2D, ReLU] * 2
+    out = model.forward(x)
+    g = rng.standard_normal(out.shape)
+    dx = model.backward(g, input_grad=True)
+
+    layers = [identity, ReLU(), pool(), ReLU(), pool(), Flatten()]
+    expected = x
+    for layer in layers:
+        expected = layer.forward(expected)
+    grad = g
+    for layer in reversed(layers):
+        grad = layer.backward(grad)
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(dx, grad)

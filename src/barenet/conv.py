@@ -154,9 +154,11 @@ class Conv2D(Layer):
         n, c, h, w = self._in_shape
         kh, kw = self.kernel_size
         g = nhwc(grad_out).reshape(-1, self.out_channels)          # (N*Ho*Wo, C_out)
-        # (C_out, kh*kw*C_in [+ 1]) as (cols^T g)^T: the same product, and BLAS runs it twice
-        # as fast for a one-channel layer's transposed columns (0.36 vs 0.74 ms, 64 images).
-        grad_w = (self._cols.T @ g).T
+        # (C_out, kh*kw*C_in [+ 1]): g^T cols, or the same product as (cols^T g)^T for a
+        # one-channel layer's transposed columns, which BLAS runs twice as fast that way
+        # (0.36 vs 0.81 ms, 64 images; the other way round 5.0 vs 5.4 ms for cnn-best's conv2).
+        cols = self._cols
+        grad_w = g.T @ cols if cols.flags.c_contiguous else (cols.T @ g).T
         k = kh * kw * c
         self.W.grad[...] = grad_w[:, :k].reshape(self.out_channels, kh, kw, c).transpose(0, 3, 1, 2)
         if self.b is not None:

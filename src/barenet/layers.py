@@ -53,6 +53,10 @@ class Layer:
     # this part's (D,) sums into the whole batch's. None: the batch is all here.
     uses_batch_sums = False
     batch_sums = None
+    # ReLU sets `monotone`, max pools set `max_pool`: a max pool right after a ReLU may run
+    # first, on a quarter of the values, with the same numbers (Sequential.run_order).
+    monotone = False
+    max_pool = False
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError  # abstract
@@ -132,6 +136,7 @@ class ReLU(Layer):
     """max(0, x), elementwise."""
 
     row_parallel = True
+    monotone = True
 
     def forward(self, x):
         # Keep the input (as Dense does), not a mask: inference then costs one pass, and

@@ -214,7 +214,7 @@ def _forward_raw(model, x: np.ndarray) -> np.ndarray:
     h = model.as_input(pixels, weights.dtype) @ weights
     if first.b is not None:
         h += first.b.data
-    for layer in model.layers[1:]:
+    for layer in model.run_order()[1:]:
         h = layer.forward(h)
     return h
 

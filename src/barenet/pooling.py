@@ -62,6 +62,8 @@ class MaxPool2D(_Pool2D):
     The gradient goes to one maximum per window, even on ties: the first in row-major order.
     """
 
+    max_pool = True
+
     def forward(self, x):
         xp = self._prepare(x, -np.inf)
         self._tiled = self.stride == self.kernel_size and self.padding == (0, 0)
