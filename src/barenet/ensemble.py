@@ -91,6 +91,8 @@ class Ensemble:
     views: how each member sees every image (see apply_view); default the image itself.
     """
 
+    input_space = None      # as Sequential's: the training images' subspace, if known
+
     def __init__(self, members: list[Sequential], weights: list[float] | None = None,
                  views: list[str] | None = None):
         if not members:

@@ -30,6 +30,10 @@ def as_input(x: np.ndarray, dtype=np.float32) -> np.ndarray:
 class Sequential:
     """Layers applied in order. (N, ...) in, (N, K) logits out."""
 
+    # The training images' subspace (inputspace.InputSpace), when the model file holds one:
+    # the apps use it to answer "not sure" for inputs unlike any training image.
+    input_space = None
+
     def __init__(self, *layers: Layer):
         if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
             layers = tuple(layers[0])

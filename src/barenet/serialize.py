@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from .ensemble import Ensemble, ensemble_shapes, load_ensemble
+from .inputspace import PREFIX as INPUT_SPACE_PREFIX
+from .inputspace import InputSpace
 from .model import Sequential, architecture_shapes
 from .modelfile import (  # noqa: F401  (the format's names, as callers import them from here)
     CHECKSUM_KEY,
@@ -46,6 +48,11 @@ _FIELD_TYPES = {"architecture": (list, dict), "config": dict, "history": list,
                 "metrics": dict, "checkpoint": dict, "preprocessing": dict,
                 "barenet_version": str, "members": list, "sklearn": dict}
 _CONFIG_SECTIONS = ("data", "model", "optimizer", "schedule", "training", "augment", "loss")
+
+
+# Arrays in a model file beside the model's own: a checkpoint's optimizer state, and the
+# training images' PCA subspace that tells a digit from anything else (inputspace.py).
+NOT_MODEL_ARRAYS = ("optimizer.", INPUT_SPACE_PREFIX)
 
 
 class ModelFileError(ValueError):
@@ -274,7 +281,7 @@ def _check_against_architecture(index: dict, meta: dict, path: Path) -> None:
         expected = shapes(arch)
     except ValueError as exc:
         raise ModelFileError(f"{path}: damaged or unusable architecture: {exc}") from None
-    held = {k: v[1] for k, v in index.items() if not k.startswith("optimizer.")}
+    held = {k: v[1] for k, v in index.items() if not k.startswith(NOT_MODEL_ARRAYS)}
     missing = sorted(set(expected) - set(held))
     extra = sorted(set(held) - set(expected))
     if missing or extra:
@@ -292,7 +299,10 @@ def save_model(path: str | os.PathLike, model: Sequential | Ensemble, **extra) -
     """Save weights and buffers plus metadata (architecture, training config, metrics...).
 
     An Ensemble is one file too: its members' arrays under 'm<i>.' (see ensemble.py)."""
-    save_arrays(path, model.state_arrays(), model_metadata(model, **extra))
+    arrays = model.state_arrays()
+    if model.input_space is not None:
+        arrays.update(model.input_space.to_arrays())
+    save_arrays(path, arrays, model_metadata(model, **extra))
 
 
 def load_model(path: str | os.PathLike) -> tuple[Sequential | Ensemble, dict]:
@@ -304,12 +314,15 @@ def load_model(path: str | os.PathLike) -> tuple[Sequential | Ensemble, dict]:
     arrays, meta = load_arrays(path)
     if "architecture" not in meta:
         raise ModelFileError(f"{path}: a barenet file without an architecture (not a model)")
-    arrays = {k: v for k, v in arrays.items() if not k.startswith("optimizer.")}
     try:
+        space = InputSpace.from_arrays(arrays)
+        arrays = {k: v for k, v in arrays.items() if not k.startswith(NOT_MODEL_ARRAYS)}
         if isinstance(meta["architecture"], dict):       # an averaged ensemble of models
-            return load_ensemble(arrays, meta), meta
-        model = Sequential.from_architecture(meta["architecture"])
-        model.load_state_arrays(arrays)
+            model = load_ensemble(arrays, meta)
+        else:
+            model = Sequential.from_architecture(meta["architecture"])
+            model.load_state_arrays(arrays)
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelFileError(f"{path}: model file does not match its architecture: {exc}") from None
+    model.input_space = space
     return model.eval(), meta

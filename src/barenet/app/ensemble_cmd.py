@@ -57,6 +57,7 @@ def command(runs, out, tta, data_dir):
     start = time.perf_counter()
     views = TTA_PRESETS[tta]
     ensemble = Ensemble(members, views=views)
+    ensemble.input_space = members[0].input_space       # the same dataset's training images
     member_accuracy = [float(np.mean(m.predict(x_test) == y_test)) for m in members]
     test = evaluate(ensemble, x_test, y_test)
     metrics = {

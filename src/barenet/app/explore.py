@@ -159,10 +159,12 @@ class ExploreApp(App):
     ]
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, probs: np.ndarray, *,
-                 title: str = "", names=None, start: int = 0, rng=None, reject: float = 0.0):
+                 title: str = "", names=None, start: int = 0, rng=None, reject: float = 0.0,
+                 typical: np.ndarray | None = None):
         super().__init__()
         self.images, self.probs, self.names = images, probs, names
         self.reject = reject                # below this top probability: "not sure"
+        self.typical = typical              # False: looks like no training digit (with reject)
         self.browser = Browser(labels, probs.argmax(axis=1), rng=rng)
         self.browser.go_to(start)
         self.scale = 1
@@ -191,6 +193,8 @@ class ExploreApp(App):
         verdict = Text("right", "bold green") if predicted == truth else Text("wrong", "bold red")
         if probs[predicted] < self.reject:
             verdict = Text(f"not sure (below {self.reject:.0%})", "bold yellow")
+        if self.reject and self.typical is not None and not self.typical[i]:
+            verdict = Text("not sure (looks like no training digit)", "bold yellow")
         status = Text.assemble(
             ("test image ", ""), (f"{i}", "bold"), f" of {len(b.labels)}   true ",
             (name(truth), "bold"), "   predicted ", (name(predicted), "bold"),
@@ -273,14 +277,18 @@ def build_app(model_arg: str, data_dir=None, start: int = 0, reject: float = 0.0
     accuracy = float(np.mean(probs.argmax(axis=1) == y_test))
     names = data.class_names(dataset)
     title = f"{Path(model_arg).name} · {dataset} test accuracy {accuracy:.2%}"
+    typical = None
     if reject:
         from ..metrics import coverage_curve
         row = coverage_curve(y_test, probs, [reject])[0]
         right = "-" if row["accuracy"] is None else f"{row['accuracy']:.2%}"
         title += (f" · not sure below {reject:.0%}: {row['coverage']:.1%} answered, "
                   f"{right} right")
+        if net.input_space is not None:
+            typical = net.input_space.typical(x_test)
+            title += f" · {1 - typical.mean():.1%} look like no training digit"
     return ExploreApp(x_test, y_test, probs, title=title, names=names, start=start,
-                      reject=reject)
+                      reject=reject, typical=typical)
 
 
 @click.command()

@@ -21,6 +21,7 @@ import numpy as np
 from .. import __version__
 from ..build import build_augment, build_loss, build_model, build_optimizer, build_schedule
 from ..config import Config, from_dict
+from ..inputspace import InputSpace
 from ..layers import Dropout
 from ..metrics import confusion_matrix, per_class_accuracy
 from ..serialize import (
@@ -230,6 +231,10 @@ def _train(config: Config, run_dir: RunDirectory, data_dir, callbacks, progress,
     _write(out / HISTORY_FILE, history.rows, checkpoint)
     metrics = _test_metrics(run, history, early, train_time)
     _write(out / "metrics.json", metrics, checkpoint)
+    # The training images' subspace goes into the model file: predict, serve and explore
+    # answer "not sure" for inputs far from it (a scribble), whatever the model's confidence.
+    if len(run.x_train) >= 3:
+        run.model.input_space = InputSpace.fit(run.x_train)
     try:
         save_model(out / MODEL_FILE, run.model, config=config.to_dict(), history=history.rows,
                    metrics={k: metrics[k] for k in ("test_accuracy", "test_loss", "dataset")})

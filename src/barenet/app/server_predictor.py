@@ -46,8 +46,10 @@ class Predictor:
             probs = self.model.predict_proba(image[None])[0]
             label = int(probs.argmax())
             saliency = self._saliency_map(image, label)
+        space = self.model.input_space
+        typical = None if space is None else bool(space.typical(image[None])[0])
         return {"label": label, "probabilities": [round(float(p), 6) for p in probs],
-                "input": image.tolist(), "saliency": saliency, **extra}
+                "input": image.tolist(), "saliency": saliency, "typical": typical, **extra}
 
     def attack(self, image: np.ndarray) -> dict:
         """uint8 (28, 28) -> the Attack fields: the smallest FGSM eps that flips the answer."""
@@ -117,6 +119,7 @@ def model_card(p: Predictor, max_body: int) -> dict:
         else round(float(np.mean(p.predicted == p.y_test)), 6),
         "max_body_bytes": max_body,
         "reject_threshold": DEFAULT_REJECT,
+        "input_space": p.model.input_space is not None,
         "attack": p.has_saliency,
     }
 

@@ -28,6 +28,11 @@ class Prediction(BaseModel):
                           "its maximum (null when not available)")
     index: int | None = Field(None, description="test-set index, for test images")
     true_label: int | None = Field(None, description="the test image's label")
+    typical: bool | None = Field(
+        None, description="false when the input is far from every training digit (the "
+                          "training images' PCA subspace), whatever the model's confidence: "
+                          "the page then answers \"not sure\"; null when the model file "
+                          "has no such subspace")
 
 
 class Attack(BaseModel):
@@ -76,6 +81,9 @@ class ModelCard(BaseModel):
     reject_threshold: float = Field(description="the page answers \"not sure\" when the top "
                                                 "probability is below this (adjustable)")
     attack: bool = Field(description="POST /api/attack works (not for ensembles)")
+    input_space: bool = Field(False, description="the model file holds its training images' "
+                                                 "subspace: predictions then say whether an "
+                                                 "input looks like a digit (typical)")
 
 
 class Error(BaseModel):

@@ -198,11 +198,15 @@ function setBars(probs, truth) {
 function showPrediction(body, version, note) {
   const p = body.probabilities;
   const pct = `${(100 * p[body.label]).toFixed(1)}%`;
-  const sure = p[body.label] >= state.threshold;
+  // "Not sure" below the threshold, and for a drawing unlike every training digit (the
+  // server's typical: false) however confident the network is; threshold 0 answers all.
+  const unlike = body.typical === false && state.threshold > 0;
+  const sure = p[body.label] >= state.threshold && !unlike;
   $("#top-class").textContent = sure ? String(body.label) : "?";
   $("#top-prob").textContent = sure ? pct : "not sure";
-  let status = note || (sure ? "" : `best guess ${body.label} (${pct}), below the ` +
-    `${Math.round(100 * state.threshold)}% threshold: try a clearer digit`);
+  let status = note || (sure ? "" : unlike ? `best guess ${body.label} (${pct}), but this ` +
+    `looks like no digit the network was trained on` : `best guess ${body.label} (${pct}), ` +
+    `below the ${Math.round(100 * state.threshold)}% threshold: try a clearer digit`);
   if (body.true_label !== null && body.true_label !== undefined) {
     const right = body.true_label === body.label;
     status = `test image #${body.index}, true label ${body.true_label}: ` +

@@ -1,0 +1,91 @@
+"""Does an image look like the training images at all? The distance from their PCA subspace.
+
+A classifier's softmax always names a class, and often a confident one for an input that is
+no digit: a scribble can get "8" at 99 %. Confidence alone cannot say "this is not a digit".
+The training images, though, lie close to a low-dimensional subspace of pixel space: a few
+dozen principal directions rebuild most of any digit. An image far from that subspace (a
+large reconstruction residual) is unlike everything the model learned from, so its answer
+means little, whatever its confidence.
+
+    residual(x) = || (x - mean) - P^T P (x - mean) ||,   P: the top k principal directions
+
+The threshold is a high quantile of the residuals of training images held out of the fit,
+so about (1 - quantile) of real digits are refused. NumPy only (one eigendecomposition).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+PREFIX = "input_space."         # the arrays' names in a model file
+DIRECTIONS = 40
+QUANTILE = 0.995
+
+
+class InputSpace:
+    """The mean image, the top principal directions (k, D) and the residual threshold."""
+
+    def __init__(self, mean: np.ndarray, directions: np.ndarray, threshold: float):
+        self.mean = np.asarray(mean, np.float32).reshape(-1)
+        self.directions = np.asarray(directions, np.float32)
+        self.threshold = float(threshold)
+        if self.directions.ndim != 2 or self.directions.shape[1] != self.mean.size:
+            raise ValueError(f"input space: directions {self.directions.shape} do not match "
+                             f"a mean of {self.mean.size} pixels")
+
+    @classmethod
+    def fit(cls, images: np.ndarray, *, directions: int = DIRECTIONS,
+            quantile: float = QUANTILE, held_out: float = 1 / 6, rng=0) -> InputSpace:
+        """PCA of uint8 (or [0, 1] float) training images; the threshold from a held-out part.
+
+        The images are shuffled with `rng`; `held_out` of them (10,000 of MNIST's 60,000) set
+        the threshold and take no part in the fit, so it is what new digits would see.
+        """
+        x = _pixels(images)
+        if len(x) < 3:
+            raise ValueError(f"input space: {len(x)} images are too few to fit")
+        order = np.random.default_rng(rng).permutation(len(x))
+        n_held = max(1, int(len(x) * held_out))
+        fit_rows, held_rows = x[order[n_held:]], x[order[:n_held]]
+        directions = min(directions, len(fit_rows) - 1, x.shape[1])   # tiny sets in tests
+        mean = fit_rows.mean(axis=0, dtype=np.float64)
+        centered = fit_rows - mean.astype(np.float32)
+        # Principal directions: eigenvectors of the (D, D) scatter matrix, largest first.
+        scatter = (centered.T @ centered).astype(np.float64)
+        _, vectors = np.linalg.eigh(scatter)                 # ascending eigenvalues
+        top = vectors[:, ::-1][:, :directions].T             # (k, D)
+        space = cls(mean, top, np.inf)
+        space.threshold = float(np.quantile(space.residual(held_rows), quantile))
+        return space
+
+    def residual(self, images: np.ndarray) -> np.ndarray:
+        """(N,) distance of each image (pixels in [0, 1]) from the subspace."""
+        x = _pixels(images) - self.mean
+        rebuilt = (x @ self.directions.T) @ self.directions
+        x -= rebuilt
+        return np.sqrt(np.einsum("ij,ij->i", x, x))
+
+    def typical(self, images: np.ndarray) -> np.ndarray:
+        """(N,) True where an image is as close to the subspace as the held-out digits were."""
+        return self.residual(images) <= self.threshold
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {PREFIX + "mean": self.mean, PREFIX + "directions": self.directions,
+                PREFIX + "threshold": np.array([self.threshold], np.float32)}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> InputSpace | None:
+        """The space stored in a model file's arrays, or None when it holds none."""
+        if PREFIX + "mean" not in arrays:
+            return None
+        return cls(arrays[PREFIX + "mean"], arrays[PREFIX + "directions"],
+                   float(np.asarray(arrays[PREFIX + "threshold"]).reshape(-1)[0]))
+
+
+def _pixels(images: np.ndarray) -> np.ndarray:
+    """uint8 images -> float32 rows in [0, 1]; float images are taken as already scaled."""
+    x = np.asarray(images)
+    rows = x.reshape(len(x), -1)
+    if rows.dtype == np.uint8:
+        return rows.astype(np.float32) * np.float32(1 / 255)
+    return rows.astype(np.float32)          # a copy: callers may modify it
