@@ -286,3 +286,31 @@ def test_not_sure_below_the_threshold_and_fool_the_network(page, tmp_path):
     else:
         assert "no change" in text
     page.screenshot(path=str(screenshot_dir(tmp_path) / "web-attack.png"), full_page=True)
+
+
+def test_a_scribble_is_not_sure_while_drawn_digits_look_like_digits(page, tmp_path):
+    # The input-space check (barenet.inputspace): a confident answer to a scribble is still
+    # "not sure", while the drawn digits 0-9 are all judged to look like digits.
+    typical = []
+    for digit in range(10):
+        draw(page, digit)
+        typical.append(page.get_attribute("#prediction", "data-typical"))
+    assert typical == ["true"] * 10, typical
+    page.click("#clear")
+    set_pen(page, 18)
+    box = page.locator("#pad").bounding_box()
+    side = box["width"]
+    points = [(0.15, 0.2), (0.85, 0.3), (0.2, 0.45), (0.8, 0.55), (0.25, 0.8), (0.9, 0.85),
+              (0.5, 0.1), (0.4, 0.95)]                          # a zigzag across the pad
+    page.mouse.move(box["x"] + points[0][0] * side, box["y"] + points[0][1] * side)
+    page.mouse.down()
+    for x, y in points[1:]:
+        page.mouse.move(box["x"] + x * side, box["y"] + y * side, steps=20)
+    page.mouse.up()
+    top_class(page)
+    assert page.get_attribute("#prediction", "data-typical") == "false"
+    assert page.get_attribute("#prediction", "data-answer") == "not-sure"
+    assert "looks like no digit" in page.inner_text("#status")
+    page.screenshot(path=str(screenshot_dir(tmp_path) / "web-scribble.png"), full_page=True)
+    page.evaluate("setThreshold(0)")                                 # 0: answer everything
+    assert page.get_attribute("#prediction", "data-answer") != "not-sure"

@@ -224,6 +224,7 @@ function showPrediction(body, version, note) {
   prediction.dataset.version = String(version);
   prediction.dataset.label = String(body.label);
   prediction.dataset.answer = sure ? String(body.label) : "not-sure";
+  prediction.dataset.typical = String(body.typical);    // "true", "false" or "null"
   resetAttack(body.input);
 }
 
