@@ -100,6 +100,17 @@ def test_train_writes_the_space_and_predict_says_not_sure_for_a_scribble(tmp_pat
     code, text = run("evaluate", str(out), "--reject", "0.5")
     assert code == 0 and "input-space check" in text
 
+    # --reject alone (or `--reject model`): the threshold the run calibrated on its
+    # validation images, stored in metrics.json and in the model file
+    calibrated = json.loads((out / "metrics.json").read_text())["reject"]
+    assert 0 <= calibrated["threshold"] <= 1 and calibrated["images"] == 60   # 10 % of 600
+    assert load_model(out / "model.safetensors")[1]["reject"] == calibrated
+    for given in (["--reject"], ["--reject", "model"]):
+        report = json.loads(run("evaluate", str(out), "--json", *given)[1])
+        assert report["reject"]["threshold"] == calibrated["threshold"]
+    code = main(["evaluate", str(out), "--reject", "most"])
+    assert code == 2 and "Traceback" not in capsys.readouterr().err
+
 
 def test_the_web_api_says_whether_a_drawing_looks_like_a_digit(space):
     from fastapi.testclient import TestClient

@@ -151,3 +151,20 @@ def test_existing_helpers_keep_their_behaviour():
     classes, top = metrics.top_k(np.array([[0.1, 0.7, 0.2]]), 2)
     assert classes.tolist() == [[1, 2]] and top.tolist() == [[0.7, 0.2]]
     assert metrics.top_k_accuracy(np.array([], int), np.zeros((0, 3))) == 0.0
+
+
+def test_calibrated_reject_is_the_lowest_threshold_that_reaches_the_target():
+    from barenet.metrics import calibrated_reject
+
+    top = np.array([0.99, 0.95, 0.9, 0.8, 0.8, 0.7, 0.6])
+    right = np.array([1, 1, 0, 1, 1, 1, 0], bool)       # by confidence: 1 1 0 1 1 1 0
+    probs = np.zeros((7, 2))
+    probs[:, 0], probs[:, 1] = top, 1 - top
+    labels = np.where(right, 0, 1)
+    # accuracy of the answered prefixes: 1, 1, 2/3, (0.8 twice, together) 4/5, 5/6, 5/7
+    row = calibrated_reject(labels, probs, target=0.8)
+    assert row["threshold"] == 0.7 and row["coverage"] == pytest.approx(6 / 7)
+    assert row["accuracy"] == pytest.approx(5 / 6)
+    assert calibrated_reject(labels, probs, target=0.9)["threshold"] == 0.95
+    assert calibrated_reject(labels, probs, target=0.0)["threshold"] == 0.6
+    assert calibrated_reject(1 - labels, probs, target=1.0)["threshold"] is None

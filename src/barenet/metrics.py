@@ -124,6 +124,36 @@ DEFAULT_REJECT = 0.9
 REJECT_THRESHOLDS = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 0.995, 0.999)
 
 
+# A run with a validation split stores its own default: the lowest threshold at which the
+# answered validation images reach this accuracy (calibrated_reject).
+REJECT_TARGET = 0.995
+
+
+def calibrated_reject(labels: np.ndarray, probs: np.ndarray,
+                      target: float = REJECT_TARGET) -> dict:
+    """The lowest threshold t whose answered images (top probability >= t) reach `target`
+    accuracy on these held-out images, with the share answered and the accuracy there.
+
+    Thresholds are the images' own top probabilities, so the answered sets are exactly the
+    prefixes of the images sorted by confidence.
+    """
+    probs = np.asarray(probs)
+    top = probs.max(axis=1)
+    right = probs.argmax(axis=1) == np.asarray(labels)
+    order = np.argsort(-top, kind="stable")
+    running = np.cumsum(right[order]) / np.arange(1, len(order) + 1)
+    # A prefix may only end where the next image is less confident (ties go together).
+    ends = np.flatnonzero(np.append(top[order][1:] < top[order][:-1], True))
+    good = ends[running[ends] >= target]
+    if not len(good):
+        return {"threshold": None, "target": target, "images": int(len(top))}
+    last = good[-1]
+    threshold = float(top[order][last])
+    answered = top >= threshold
+    return {"threshold": threshold, "target": target, "images": int(len(top)),
+            "coverage": float(answered.mean()), "accuracy": float(right[answered].mean())}
+
+
 def coverage_curve(labels: np.ndarray, probs: np.ndarray,
                    thresholds=REJECT_THRESHOLDS) -> list[dict]:
     """Selective classification: for each threshold t, the share of images answered

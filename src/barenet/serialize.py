@@ -46,7 +46,7 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 # Metadata fields other code reads, and the JSON type each must have.
 _FIELD_TYPES = {"architecture": (list, dict), "config": dict, "history": list,
                 "metrics": dict, "checkpoint": dict, "preprocessing": dict,
-                "barenet_version": str, "members": list, "sklearn": dict}
+                "barenet_version": str, "members": list, "sklearn": dict, "reject": dict}
 _CONFIG_SECTIONS = ("data", "model", "optimizer", "schedule", "training", "augment", "loss")
 
 

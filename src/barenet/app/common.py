@@ -40,12 +40,40 @@ class FiniteRange(click.FloatRange):
         return number
 
 
+class RejectThreshold(FiniteRange):
+    """A threshold in [0, 1], or `model`: the model's own default (model_reject)."""
+
+    def convert(self, value, param, ctx):
+        if value == MODEL_REJECT:
+            return MODEL_REJECT
+        try:
+            return super().convert(value, param, ctx)
+        except click.BadParameter:
+            self.fail(f"{value!r} is not a threshold: give a number from 0 to 1, or "
+                      f"'{MODEL_REJECT}' for the model's own", param, ctx)
+
+
+MODEL_REJECT = "model"
+
+
 def reject_option(help_text: str):
-    """`--reject [T]`: a threshold in [0, 1]; the option alone means metrics.DEFAULT_REJECT."""
+    """`--reject [T]`: a threshold in [0, 1]; the option alone (or `--reject model`) means the
+    model's own default, resolved by model_reject once the model is loaded."""
+    return click.option("--reject", type=RejectThreshold(0.0, 1.0), is_flag=False,
+                        flag_value=MODEL_REJECT, default=None, metavar="[T]",
+                        help=f"{help_text} (--reject alone: the model's calibrated threshold, "
+                             f"else 0.9).")
+
+
+def model_reject(reject, meta: dict) -> float | None:
+    """The --reject value as a number: `model` becomes the threshold the run calibrated on
+    its validation images (metadata "reject"), or metrics.DEFAULT_REJECT without one."""
     from ..metrics import DEFAULT_REJECT
-    return click.option("--reject", type=FiniteRange(0.0, 1.0), is_flag=False,
-                        flag_value=DEFAULT_REJECT, default=None, metavar="[T]",
-                        help=f"{help_text} (--reject alone: {DEFAULT_REJECT}).")
+    if reject != MODEL_REJECT:
+        return reject
+    threshold = (meta.get("reject") or {}).get("threshold")
+    ok = isinstance(threshold, float) and 0.0 <= threshold <= 1.0
+    return threshold if ok else DEFAULT_REJECT
 
 
 def check_out_file(out: str | Path) -> Path:

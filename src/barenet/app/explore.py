@@ -265,12 +265,13 @@ class ExploreApp(App):
             self.exit()
 
 
-def build_app(model_arg: str, data_dir=None, start: int = 0, reject: float = 0.0) -> ExploreApp:
+def build_app(model_arg: str, data_dir=None, start: int = 0, reject=None) -> ExploreApp:
     """Load MODEL and its test set, compute every probability once, return the app."""
     from .. import data
-    from .common import dataset_of, load_model_arg
+    from .common import dataset_of, load_model_arg, model_reject
 
     net, meta = load_model_arg(model_arg)
+    reject = model_reject(reject, meta) or 0.0
     dataset = dataset_of(meta)
     _, (x_test, y_test) = data.load_dataset(dataset, data_dir)
     probs = net.predict_proba(x_test)
@@ -315,7 +316,7 @@ def command(model, start, reject, data_dir):
                       f"`barenet evaluate {model}`")
     if start < 0:
         raise Failure(f"--index {start} is negative: test images are numbered from 0")
-    app = build_app(model, data_dir, reject=reject or 0.0)
+    app = build_app(model, data_dir, reject=reject)
     try:
         app.browser.go_to(start)
     except IndexError:

@@ -11,7 +11,15 @@ from pathlib import Path
 
 import click
 
-from .common import EXIT_OK, EXIT_USAGE, Failure, dataset_of, load_model_arg, reject_option
+from .common import (
+    EXIT_OK,
+    EXIT_USAGE,
+    Failure,
+    dataset_of,
+    load_model_arg,
+    model_reject,
+    reject_option,
+)
 
 REJECT = reject_option('Answer "not sure" when the top probability is below T')
 
@@ -62,6 +70,7 @@ def evaluate(model, as_json, reject, data_dir):
     )
 
     net, meta = load_model_arg(model)
+    reject = model_reject(reject, meta)
     dataset, x_test, y_test = _test_set(meta, data_dir)
     probs = _finite_probabilities(net, x_test, model)
     report = classification_report(y_test, probs)
@@ -155,6 +164,7 @@ def predict(model, images, indices, as_json, reject, data_dir):
         if i < 0:
             raise Failure(f"--index {i} is negative: test images are numbered from 0")
     net, meta = load_model_arg(model)
+    reject = model_reject(reject, meta)
     inputs, names, truths = [], [], []
     if indices:
         _add_test_images(inputs, names, truths, indices, meta, data_dir)

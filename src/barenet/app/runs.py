@@ -23,7 +23,7 @@ from ..build import build_augment, build_loss, build_model, build_optimizer, bui
 from ..config import Config, from_dict
 from ..inputspace import InputSpace
 from ..layers import Dropout
-from ..metrics import confusion_matrix, per_class_accuracy
+from ..metrics import calibrated_reject, confusion_matrix, per_class_accuracy
 from ..serialize import (
     atomic_write_bytes,
     load_arrays,
@@ -230,6 +230,11 @@ def _train(config: Config, run_dir: RunDirectory, data_dir, callbacks, progress,
     history, early, train_time = _fit(run, out, checkpoint, callbacks)
     _write(out / HISTORY_FILE, history.rows, checkpoint)
     metrics = _test_metrics(run, history, early, train_time)
+    extra = {}
+    if run.validation is not None:      # the model's own "not sure" threshold, from held-out
+        x_val, y_val = run.validation   # images (the test set stays untouched)
+        extra["reject"] = metrics["reject"] = calibrated_reject(y_val,
+                                                                run.model.predict_proba(x_val))
     _write(out / "metrics.json", metrics, checkpoint)
     # The training images' subspace goes into the model file: predict, serve and explore
     # answer "not sure" for inputs far from it (a scribble), whatever the model's confidence.
@@ -237,7 +242,8 @@ def _train(config: Config, run_dir: RunDirectory, data_dir, callbacks, progress,
         run.model.input_space = InputSpace.fit(run.x_train)
     try:
         save_model(out / MODEL_FILE, run.model, config=config.to_dict(), history=history.rows,
-                   metrics={k: metrics[k] for k in ("test_accuracy", "test_loss", "dataset")})
+                   metrics={k: metrics[k] for k in ("test_accuracy", "test_loss", "dataset")},
+                   **extra)
     except OSError as exc:
         raise _write_failed(exc, out / MODEL_FILE, checkpoint) from None
     run_dir.keep = True

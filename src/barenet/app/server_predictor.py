@@ -10,9 +10,8 @@ import threading
 import numpy as np
 from fastapi import HTTPException
 
-from ..metrics import DEFAULT_REJECT
 from ..saliency import saliency_map
-from .common import dataset_of
+from .common import MODEL_REJECT, dataset_of, model_reject
 from .server_schema import SIDE
 
 
@@ -118,7 +117,7 @@ def model_card(p: Predictor, max_body: int) -> dict:
         "test_set_accuracy": None if p.x_test is None
         else round(float(np.mean(p.predicted == p.y_test)), 6),
         "max_body_bytes": max_body,
-        "reject_threshold": DEFAULT_REJECT,
+        "reject_threshold": model_reject(MODEL_REJECT, meta),
         "input_space": p.model.input_space is not None,
         "attack": p.has_saliency,
     }

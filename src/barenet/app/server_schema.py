@@ -79,7 +79,8 @@ class ModelCard(BaseModel):
     test_set_accuracy: float | None = Field(None, description="on the loaded test set")
     max_body_bytes: int = Field(description="request bodies over this are refused (413)")
     reject_threshold: float = Field(description="the page answers \"not sure\" when the top "
-                                                "probability is below this (adjustable)")
+                                                "probability is below this (adjustable): the "
+                                                "run's calibrated threshold, else 0.9")
     attack: bool = Field(description="POST /api/attack works (not for ensembles)")
     input_space: bool = Field(False, description="the model file holds its training images' "
                                                  "subspace: predictions then say whether an "
