@@ -107,12 +107,12 @@ class Conv2D(Layer):
         return cols
 
     def _im2col_one_channel(self, x, rows, k, width, out_hw):
-        """im2col of a one-channel input (a first layer), offset by offset.
+        """im2col of a one-channel input (a first layer), kernel offset major.
 
         Row-major columns would be copied from windows in runs of kw floats; here each kernel
-        offset's shifted image is one block copy with runs of Wo floats (2.4x faster for
-        5x5 on 28x28), into a (K [+ 1], N*Ho*Wo) buffer whose transpose is the usual
-        (N*Ho*Wo, K [+ 1]) columns: BLAS takes the transposed layout as it is.
+        offset's shifted image is a block with runs of Wo floats (2.4x faster for 5x5 on
+        28x28), all copied by one call into a (K [+ 1], N*Ho*Wo) buffer whose transpose is
+        the usual (N*Ho*Wo, K [+ 1]) columns: BLAS takes the transposed layout as it is.
         """
         n = x.shape[0]
         buf = self._cols_buf
@@ -123,9 +123,9 @@ class Conv2D(Layer):
         cols_t = buf[:, :rows]
         image = self._pad(nhwc(x), *self.padding)[..., 0]           # (N, Hp, Wp)
         blocks = cols_t[:k].reshape(k, n, *out_hw)                  # only splits an axis
-        slices = offset_slices(self.kernel_size, self.stride, out_hw)
-        for i, (r, cl) in enumerate(slices):
-            blocks[i] = image[:, r, cl]
+        (kh, kw), (sh, sw) = self.kernel_size, self.stride
+        win = sliding_window_view(image, (kh, kw), axis=(1, 2))[:, ::sh, ::sw]  # (N,Ho,Wo,kh,kw)
+        np.copyto(blocks.reshape(kh, kw, n, *out_hw), win.transpose(3, 4, 0, 1, 2))
         return cols_t.T
 
     def _gemm(self, x: np.ndarray) -> np.ndarray:
