@@ -41,29 +41,37 @@ class InputSpace:
         The images are shuffled with `rng`; `held_out` of them (10,000 of MNIST's 60,000) set
         the threshold and take no part in the fit, so it is what new digits would see.
         """
-        x = _pixels(images)
+        x = np.asarray(images).reshape(len(images), -1)     # as given: uint8 stays small
         if len(x) < 3:
             raise ValueError(f"input space: {len(x)} images are too few to fit")
         order = np.random.default_rng(rng).permutation(len(x))
         n_held = max(1, int(len(x) * held_out))
-        fit_rows, held_rows = x[order[n_held:]], x[order[:n_held]]
+        fit_rows, held_rows = order[n_held:], order[:n_held]
         directions = min(directions, len(fit_rows) - 1, x.shape[1])   # tiny sets in tests
-        mean = fit_rows.mean(axis=0, dtype=np.float64)
-        centered = fit_rows - mean.astype(np.float32)
+        # Mean and scatter matrix chunk by chunk: 60,000 float images would be 190 MB.
+        mean = sum(_pixels(x[rows]).sum(axis=0, dtype=np.float64)
+                   for rows in _chunks(fit_rows)) / len(fit_rows)
+        mean32 = mean.astype(np.float32)
+        scatter = np.zeros((x.shape[1], x.shape[1]))
+        for rows in _chunks(fit_rows):
+            centered = _pixels(x[rows]) - mean32
+            scatter += centered.T @ centered
         # Principal directions: eigenvectors of the (D, D) scatter matrix, largest first.
-        scatter = (centered.T @ centered).astype(np.float64)
         _, vectors = np.linalg.eigh(scatter)                 # ascending eigenvalues
         top = vectors[:, ::-1][:, :directions].T             # (k, D)
         space = cls(mean, top, np.inf)
-        space.threshold = float(np.quantile(space.residual(held_rows), quantile))
+        space.threshold = float(np.quantile(space.residual(x[held_rows]), quantile))
         return space
 
     def residual(self, images: np.ndarray) -> np.ndarray:
         """(N,) distance of each image (pixels in [0, 1]) from the subspace."""
-        x = _pixels(images) - self.mean
-        rebuilt = (x @ self.directions.T) @ self.directions
-        x -= rebuilt
-        return np.sqrt(np.einsum("ij,ij->i", x, x))
+        x = np.asarray(images).reshape(len(images), -1)
+        out = np.empty(len(x))
+        for rows in _chunks(np.arange(len(x))):
+            centered = _pixels(x[rows]) - self.mean
+            centered -= (centered @ self.directions.T) @ self.directions
+            out[rows] = np.sqrt(np.einsum("ij,ij->i", centered, centered))
+        return out
 
     def typical(self, images: np.ndarray) -> np.ndarray:
         """(N,) True where an image is as close to the subspace as the held-out digits were."""
@@ -80,6 +88,12 @@ class InputSpace:
             return None
         return cls(arrays[PREFIX + "mean"], arrays[PREFIX + "directions"],
                    float(np.asarray(arrays[PREFIX + "threshold"]).reshape(-1)[0]))
+
+
+def _chunks(rows: np.ndarray, size: int = 4096):
+    """Consecutive pieces of an index array (bounded temporaries)."""
+    for i in range(0, len(rows), size):
+        yield rows[i:i + size]
 
 
 def _pixels(images: np.ndarray) -> np.ndarray:

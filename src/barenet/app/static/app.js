@@ -479,6 +479,8 @@ function renderModel(m) {
   add(facts, "dataset", m.dataset);
   add(facts, "parameters", m.parameters.toLocaleString("en"));
   if (m.epochs) add(facts, "epochs trained", String(m.epochs));
+  add(facts, "not sure", `below ${(100 * m.reject_threshold).toFixed(1)}%` +
+    (m.input_space ? ", or unlike the training digits" : ""));
   if (m.barenet_version) add(facts, "barenet", m.barenet_version);
   let arch;
   if (m.ensemble) {
