@@ -69,12 +69,13 @@ def test_global_avg_pool_and_batchnorm2d_gradient_check():
     assert max(errors.values()) < 1e-6, errors
 
 
-def test_conv_matches_direct_sum():
+@pytest.mark.parametrize("c_in", [2, 1])     # 1: the one-channel im2col path
+def test_conv_matches_direct_sum(c_in):
     # y[n, o, i, j] = b[o] + sum_{c, u, v} W[o, c, u, v] * xp[n, c, s*i + u, s*j + v]
     rng = np.random.default_rng(4)
-    layer = Conv2D(2, 3, 3, stride=2, padding=1, rng=0, dtype=np.float64)
+    layer = Conv2D(c_in, 3, 3, stride=2, padding=1, rng=0, dtype=np.float64)
     layer.b.data[:] = [0.5, -1.0, 2.0]
-    x = rng.standard_normal((2, 2, 5, 6))
+    x = rng.standard_normal((2, c_in, 5, 6))
     xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
     expected = np.zeros((2, 3, 3, 3))
     for i in range(3):

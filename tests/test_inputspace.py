@@ -11,7 +11,7 @@ import pytest
 
 import barenet as bn
 from barenet.inputspace import InputSpace
-from barenet.serialize import load_model, save_model
+from barenet.serialize import ModelFileError, load_arrays, load_model, save_arrays, save_model
 from conftest import synthetic_digits
 
 
@@ -89,10 +89,12 @@ def test_train_writes_the_space_and_predict_says_not_sure_for_a_scribble(tmp_pat
     args = ("predict", str(out), str(tmp_path / "scribble.png"))
     code, plain = run(*args)
     assert code == 0 and "not sure" not in plain                # no --reject: an answer
-    code, text = run(*args, "--reject", "0")
+    code, text = run(*args, "--reject", "0.01")
     assert code == 0 and "not sure (looks like no training digit)" in text
-    rows = json.loads(run(*args, "--reject", "0", "--json")[1])
+    rows = json.loads(run(*args, "--reject", "0.01", "--json")[1])
     assert rows[0]["typical"] is False and rows[0]["answer"] is None
+    rows = json.loads(run(*args, "--reject", "0", "--json")[1])   # 0: answer everything
+    assert rows[0]["typical"] is False and rows[0]["answer"] == rows[0]["label"]
 
     report = json.loads(run("evaluate", str(out), "--reject", "0.5", "--json")[1])
     both = report["reject"]["input_space"]
@@ -101,13 +103,20 @@ def test_train_writes_the_space_and_predict_says_not_sure_for_a_scribble(tmp_pat
     assert code == 0 and "input-space check" in text
 
     # --reject alone (or `--reject model`): the threshold the run calibrated on its
-    # validation images, stored in metrics.json and in the model file
+    # validation images, stored in metrics.json and in the model file; 60 images are too
+    # few to calibrate on, so this run has none and the default 0.9 applies
     calibrated = json.loads((out / "metrics.json").read_text())["reject"]
-    assert 0 <= calibrated["threshold"] <= 1 and calibrated["images"] == 60   # 10 % of 600
+    assert calibrated == {"threshold": None, "target": 0.995, "images": 60}
     assert load_model(out / "model.safetensors")[1]["reject"] == calibrated
+    report = json.loads(run("evaluate", str(out), "--json", "--reject")[1])
+    assert report["reject"]["threshold"] == 0.9 and "input_space" not in report["coverage"][0]
+    arrays, meta = load_arrays(out / "model.safetensors")         # a calibrated threshold
+    save_arrays(tmp_path / "calibrated.safetensors", arrays,
+                {**meta, "reject": {**calibrated, "threshold": 0.42}})
     for given in (["--reject"], ["--reject", "model"]):
-        report = json.loads(run("evaluate", str(out), "--json", *given)[1])
-        assert report["reject"]["threshold"] == calibrated["threshold"]
+        report = json.loads(run("evaluate", str(tmp_path / "calibrated.safetensors"), "--json",
+                                *given)[1])
+        assert report["reject"]["threshold"] == 0.42
     code = main(["evaluate", str(out), "--reject", "most"])
     assert code == 2 and "Traceback" not in capsys.readouterr().err
 
@@ -130,3 +139,23 @@ def test_the_web_api_says_whether_a_drawing_looks_like_a_digit(space):
     assert blank.json()["typical"] is False
     net.input_space = None
     assert client.post("/api/predict", json={"pixels": x[0].tolist()}).json()["typical"] is None
+
+
+def test_an_ensemble_file_keeps_the_space_and_damaged_arrays_are_refused(space, tmp_path):
+    from barenet.ensemble import Ensemble, save_ensemble
+
+    ensemble = Ensemble([bn.mlp(784, [8], 10, rng=0), bn.mlp(784, [8], 10, rng=1)])
+    ensemble.input_space = space
+    save_ensemble(tmp_path / "ens.safetensors", ensemble)
+    loaded, _ = load_model(tmp_path / "ens.safetensors")
+    assert isinstance(loaded, Ensemble)
+    np.testing.assert_array_equal(loaded.input_space.directions, space.directions)
+
+    arrays, meta = load_arrays(tmp_path / "ens.safetensors")
+    for name, bad in [("input_space.threshold", np.zeros(0, np.float32)),
+                      ("input_space.directions", np.zeros((3, 5), np.float32)),
+                      ("input_space.mean", np.full(784, np.nan, np.float32))]:
+        save_arrays(tmp_path / "bad.safetensors", {**arrays, name: bad}, meta)
+        with pytest.raises(ModelFileError, match="input.space"):
+            load_model(tmp_path / "bad.safetensors")
+    assert len(space.residual(np.zeros((0, 28, 28), np.uint8))) == 0

@@ -162,9 +162,11 @@ def test_calibrated_reject_is_the_lowest_threshold_that_reaches_the_target():
     probs[:, 0], probs[:, 1] = top, 1 - top
     labels = np.where(right, 0, 1)
     # accuracy of the answered prefixes: 1, 1, 2/3, (0.8 twice, together) 4/5, 5/6, 5/7
-    row = calibrated_reject(labels, probs, target=0.8)
+    row = calibrated_reject(labels, probs, target=0.8, min_images=1)
     assert row["threshold"] == 0.7 and row["coverage"] == pytest.approx(6 / 7)
     assert row["accuracy"] == pytest.approx(5 / 6)
-    assert calibrated_reject(labels, probs, target=0.9)["threshold"] == 0.95
-    assert calibrated_reject(labels, probs, target=0.0)["threshold"] == 0.6
-    assert calibrated_reject(1 - labels, probs, target=1.0)["threshold"] is None
+    assert calibrated_reject(labels, probs, target=0.9, min_images=1)["threshold"] == 0.95
+    assert calibrated_reject(labels, probs, target=0.0, min_images=1)["threshold"] == 0.6
+    assert calibrated_reject(1 - labels, probs, target=1.0, min_images=1)["threshold"] is None
+    # Too few images to tell 99.5 % from 100 %: no threshold (the apps then use 0.9)
+    assert calibrated_reject(labels, probs, target=0.8)["threshold"] is None

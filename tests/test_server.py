@@ -362,7 +362,8 @@ def test_attack_finds_the_smallest_flipping_change(client, run_dir):
     card = client.get("/api/model").json()
     # The run's own threshold, calibrated on its validation images (metrics.json "reject")
     calibrated = json.loads((out / "metrics.json").read_text())["reject"]["threshold"]
-    assert card["attack"] and card["reject_threshold"] == calibrated
+    # 60 validation images are too few to calibrate on (metrics.REJECT_MIN_IMAGES): 0.9
+    assert card["attack"] and card["reject_threshold"] == (calibrated or 0.9)
     r = client.post("/api/attack", json={"pixels": x_test[0].tolist()})
     assert r.status_code == 200, r.text
     a = r.json()

@@ -17,10 +17,11 @@ import sys
 
 from barenet.app.common import dataset_of
 from barenet.app.runs import seeds_for, split
+from barenet.config import from_dict
 from barenet.data import load_dataset
 from barenet.inputspace import PREFIX, InputSpace
 from barenet.metrics import calibrated_reject
-from barenet.modelfile import save_arrays
+from barenet.modelfile import FORMAT_VERSION, save_arrays
 from barenet.serialize import load_arrays, load_model
 
 
@@ -28,13 +29,14 @@ def main(paths: list[str]) -> int:
     for path in paths:
         arrays, meta = load_arrays(path)
         model, _ = load_model(path)
-        config = meta.get("config") or {}
+        config = from_dict(meta.get("config") or {})     # with the defaults a run had
         (x, y), _ = load_dataset(dataset_of(meta))
-        split_rng, _, _ = seeds_for(int(config.get("training", {}).get("seed", 0)))
-        (x_train, _), validation = split(x, y, float(config.get("data", {}).get("validation", 0)),
-                                         split_rng)
+        split_rng, _, _ = seeds_for(config.training.seed)
+        (x_train, _), validation = split(x, y, config.data.validation, split_rng)
         space = InputSpace.fit(x_train)
         arrays = {k: v for k, v in arrays.items() if not k.startswith(PREFIX)}
+        meta.pop("reject", None)
+        meta["format_version"] = FORMAT_VERSION      # a file with input_space arrays
         if validation is not None:
             meta["reject"] = calibrated_reject(validation[1], model.predict_proba(validation[0]))
         save_arrays(path, {**arrays, **space.to_arrays()}, meta)

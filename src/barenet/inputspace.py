@@ -32,6 +32,8 @@ class InputSpace:
         if self.directions.ndim != 2 or self.directions.shape[1] != self.mean.size:
             raise ValueError(f"input space: directions {self.directions.shape} do not match "
                              f"a mean of {self.mean.size} pixels")
+        if np.isnan(self.threshold) or not np.isfinite(self.mean).all():
+            raise ValueError("input space: its mean or threshold is not a number")
 
     @classmethod
     def fit(cls, images: np.ndarray, *, directions: int = DIRECTIONS,
@@ -65,7 +67,7 @@ class InputSpace:
 
     def residual(self, images: np.ndarray) -> np.ndarray:
         """(N,) distance of each image (pixels in [0, 1]) from the subspace."""
-        x = np.asarray(images).reshape(len(images), -1)
+        x = np.asarray(images).reshape(len(images), self.mean.size)
         out = np.empty(len(x))
         for rows in _chunks(np.arange(len(x))):
             centered = _pixels(x[rows]) - self.mean
@@ -86,8 +88,11 @@ class InputSpace:
         """The space stored in a model file's arrays, or None when it holds none."""
         if PREFIX + "mean" not in arrays:
             return None
-        return cls(arrays[PREFIX + "mean"], arrays[PREFIX + "directions"],
-                   float(np.asarray(arrays[PREFIX + "threshold"]).reshape(-1)[0]))
+        try:
+            threshold = np.asarray(arrays[PREFIX + "threshold"]).reshape(1)[0]
+            return cls(arrays[PREFIX + "mean"], arrays[PREFIX + "directions"], threshold)
+        except (KeyError, ValueError) as exc:       # a damaged file: load_model says so
+            raise ValueError(f"input space arrays damaged ({exc})") from None
 
 
 def _chunks(rows: np.ndarray, size: int = 4096):

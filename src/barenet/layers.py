@@ -53,9 +53,11 @@ class Layer:
     # this part's (D,) sums into the whole batch's. None: the batch is all here.
     uses_batch_sums = False
     batch_sums = None
-    # ReLU sets `monotone`, max pools set `max_pool`: a max pool right after a ReLU may run
-    # first, on a quarter of the values, with the same numbers (Sequential.run_order).
-    monotone = False
+    # ReLU sets `commutes_with_max` (max(relu(x)) == relu(max(x)), gradients included; not
+    # true of Sigmoid or Tanh, whose float rounding makes new ties), max pools set `max_pool`:
+    # a max pool right after such a layer runs first, on a quarter of the values, with the
+    # same numbers (Sequential.run_order).
+    commutes_with_max = False
     max_pool = False
 
     def forward(self, x: np.ndarray) -> np.ndarray:
@@ -136,7 +138,7 @@ class ReLU(Layer):
     """max(0, x), elementwise."""
 
     row_parallel = True
-    monotone = True
+    commutes_with_max = True
 
     def forward(self, x):
         # Keep the input (as Dense does), not a mask: inference then costs one pass, and

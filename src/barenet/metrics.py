@@ -6,6 +6,8 @@ the expected calibration error over equal-width confidence bins. Plots live in a
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -124,20 +126,26 @@ DEFAULT_REJECT = 0.9
 REJECT_THRESHOLDS = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 0.995, 0.999)
 
 
-# A run with a validation split stores its own default: the lowest threshold at which the
-# answered validation images reach this accuracy (calibrated_reject).
+# A run with a validation split of at least REJECT_MIN_IMAGES stores its own default: the
+# lowest threshold at which the answered validation images reach this accuracy. Fewer images
+# cannot tell 99.5 % from 100 % (and choosing and judging on the same images flatters it).
 REJECT_TARGET = 0.995
+REJECT_MIN_IMAGES = 1000
 
 
-def calibrated_reject(labels: np.ndarray, probs: np.ndarray,
-                      target: float = REJECT_TARGET) -> dict:
+def calibrated_reject(labels: np.ndarray, probs: np.ndarray, target: float = REJECT_TARGET,
+                      min_images: int = REJECT_MIN_IMAGES) -> dict:
     """The lowest threshold t whose answered images (top probability >= t) reach `target`
-    accuracy on these held-out images, with the share answered and the accuracy there.
+    accuracy on these held-out images, with the share answered and the accuracy there;
+    threshold None when no t does or there are fewer than `min_images` images.
 
-    Thresholds are the images' own top probabilities, so the answered sets are exactly the
-    prefixes of the images sorted by confidence.
+    Thresholds are the images' own top probabilities (rounded down to 6 decimals, as the web
+    API rounds probabilities), so the answered sets are the prefixes of the images sorted by
+    confidence.
     """
     probs = np.asarray(probs)
+    if len(probs) < max(1, min_images):
+        return {"threshold": None, "target": target, "images": int(len(probs))}
     top = probs.max(axis=1)
     right = probs.argmax(axis=1) == np.asarray(labels)
     order = np.argsort(-top, kind="stable")
@@ -147,11 +155,20 @@ def calibrated_reject(labels: np.ndarray, probs: np.ndarray,
     good = ends[running[ends] >= target]
     if not len(good):
         return {"threshold": None, "target": target, "images": int(len(top))}
-    last = good[-1]
-    threshold = float(top[order][last])
-    answered = top >= threshold
+    threshold = math.floor(float(top[order][good[-1]]) * 1e6) / 1e6
+    kept = top >= threshold
     return {"threshold": threshold, "target": target, "images": int(len(top)),
-            "coverage": float(answered.mean()), "accuracy": float(right[answered].mean())}
+            "coverage": float(kept.mean()), "accuracy": float(right[kept].mean())}
+
+
+def answered(top: np.ndarray, threshold: float, typical: np.ndarray | None = None) -> np.ndarray:
+    """Which answers the reject option gives: top probability >= threshold and, when the
+    model's input-space check is known, an input like the training digits. Threshold 0
+    answers everything (no check): one rule for the CLI, the explorer and the web page."""
+    sure = np.asarray(top) >= threshold
+    if typical is not None and threshold > 0:
+        sure &= np.asarray(typical)
+    return sure
 
 
 def coverage_curve(labels: np.ndarray, probs: np.ndarray,

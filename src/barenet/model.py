@@ -90,7 +90,7 @@ class Sequential:
         """
         order = list(self.layers)
         for i in range(len(order) - 1):
-            if order[i].monotone and order[i + 1].max_pool:
+            if order[i].commutes_with_max and order[i + 1].max_pool:
                 order[i], order[i + 1] = order[i + 1], order[i]
         return order
 

@@ -17,7 +17,9 @@ from pathlib import Path
 import numpy as np
 
 FORMAT = "barenet-model"
-FORMAT_VERSION = 2                          # 2: with CHECKSUM_KEY; 1 (without) still loads
+# 2: with CHECKSUM_KEY; 3: may hold inputspace arrays ("input_space.*"), which barenet before
+# it refused as unexpected (it now says "upgrade barenet"). 1 and 2 still load.
+FORMAT_VERSION = 3
 CHECKSUM_KEY = "barenet_sha256"             # in the safetensors __metadata__, beside "barenet"
 
 

@@ -316,6 +316,9 @@ def load_model(path: str | os.PathLike) -> tuple[Sequential | Ensemble, dict]:
         raise ModelFileError(f"{path}: a barenet file without an architecture (not a model)")
     try:
         space = InputSpace.from_arrays(arrays)
+    except ValueError as exc:
+        raise ModelFileError(f"{path}: damaged: {exc}; use another copy, or train again") from None
+    try:
         arrays = {k: v for k, v in arrays.items() if not k.startswith(NOT_MODEL_ARRAYS)}
         if isinstance(meta["architecture"], dict):       # an averaged ensemble of models
             model = load_ensemble(arrays, meta)

@@ -207,7 +207,7 @@ def model_files(draw):
         offset += len(chunk)
     meta = {"format": draw(st.sampled_from(["other", "", None])) if "format" in broken
             else FORMAT,
-            "format_version": draw(st.sampled_from([1, 0, -7, "1", 3, None, 2.0, True]))
+            "format_version": draw(st.sampled_from([1, 0, -7, "1", 4, None, 2.0, True]))
             if "version" in broken else serialize.FORMAT_VERSION,
             "architecture": arch}
     if "meta-field" in broken:

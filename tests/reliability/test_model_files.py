@@ -275,7 +275,7 @@ def test_weights_of_another_dtype_are_refused_by_name(tmp_path, tiny_data, capsy
     (-7, "positive whole number"), (0, "positive whole number"),
     ("1", "positive whole number"), (1.5, "positive whole number"),
     (True, "positive whole number"), (None, "positive whole number"),
-    (3, "newer than this barenet reads"),
+    (4, "newer than this barenet reads"),
 ])
 def test_format_versions(tmp_path, tiny_data, capsys, version, words):
     model = _model()
@@ -283,7 +283,7 @@ def test_format_versions(tmp_path, tiny_data, capsys, version, words):
                  {**_meta(model), "format_version": version})
     done = run_main(capsys, "evaluate", path)
     line = assert_error(done, 2, str(path), words)
-    assert ("newer" in line) == (version == 3)
+    assert ("newer" in line) == (version == 4)
 
 
 @pytest.mark.parametrize("tensor, value", [("0.W", np.nan), ("0.b", np.inf),

@@ -49,7 +49,7 @@ class RejectThreshold(FiniteRange):
         try:
             return super().convert(value, param, ctx)
         except click.BadParameter:
-            self.fail(f"{value!r} is not a threshold: give a number from 0 to 1, or "
+            self.fail(f"{value!r} is not a threshold: give a finite number from 0 to 1, or "
                       f"'{MODEL_REJECT}' for the model's own", param, ctx)
 
 

@@ -18,6 +18,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import Footer, Header, Input, Static
 
+from ..metrics import answered
 from .common import reject_option
 
 _EIGHTHS = " ▏▎▍▌▋▊▉█"  # partial blocks for bars with 1/8-character resolution
@@ -191,9 +192,10 @@ class ExploreApp(App):
         predicted = int(probs.argmax())
         name = (lambda k: f"{k} {self.names[k]}") if self.names else str
         verdict = Text("right", "bold green") if predicted == truth else Text("wrong", "bold red")
+        typical = None if self.typical is None else self.typical[i]
         if probs[predicted] < self.reject:
             verdict = Text(f"not sure (below {self.reject:.0%})", "bold yellow")
-        if self.reject and self.typical is not None and not self.typical[i]:
+        elif not answered(probs[predicted], self.reject, typical):
             verdict = Text("not sure (looks like no training digit)", "bold yellow")
         status = Text.assemble(
             ("test image ", ""), (f"{i}", "bold"), f" of {len(b.labels)}   true ",
@@ -280,14 +282,13 @@ def build_app(model_arg: str, data_dir=None, start: int = 0, reject=None) -> Exp
     title = f"{Path(model_arg).name} · {dataset} test accuracy {accuracy:.2%}"
     typical = None
     if reject:
-        from ..metrics import coverage_curve
-        row = coverage_curve(y_test, probs, [reject])[0]
-        right = "-" if row["accuracy"] is None else f"{row['accuracy']:.2%}"
-        title += (f" · not sure below {reject:.0%}: {row['coverage']:.1%} answered, "
-                  f"{right} right")
-        if net.input_space is not None:
-            typical = net.input_space.typical(x_test)
-            title += f" · {1 - typical.mean():.1%} look like no training digit"
+        typical = None if net.input_space is None else net.input_space.typical(x_test)
+        kept = answered(probs.max(axis=1), reject, typical)
+        right = probs.argmax(axis=1) == y_test
+        accuracy = f"{right[kept].mean():.2%}" if kept.any() else "-"
+        title += (f" · not sure below {reject:.0%}"
+                  + ("" if typical is None else " or unlike the training digits")
+                  + f": {kept.mean():.1%} answered, {accuracy} right")
     return ExploreApp(x_test, y_test, probs, title=title, names=names, start=start,
                       reject=reject, typical=typical)
 

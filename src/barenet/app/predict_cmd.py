@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from ..metrics import answered
 from .common import (
     EXIT_OK,
     EXIT_USAGE,
@@ -76,7 +77,8 @@ def evaluate(model, as_json, reject, data_dir):
     report = classification_report(y_test, probs)
     if reject is not None:              # its row joins the trade-off table
         report["coverage"] = coverage_curve(y_test, probs, sorted({*REJECT_THRESHOLDS, reject}))
-        report["reject"] = next(r for r in report["coverage"] if r["threshold"] == reject)
+        row = next(r for r in report["coverage"] if r["threshold"] == reject)
+        report["reject"] = dict(row)    # its own dict: the extra field stays out of the curve
         if net.input_space is not None:
             report["reject"]["input_space"] = _with_input_space(net, x_test, y_test, probs,
                                                                reject)
@@ -118,10 +120,10 @@ def _with_input_space(net, x_test, y_test, probs, reject: float) -> dict:
     """The reject option's row when images unlike the training digits are "not sure" too."""
     import numpy as np
     typical = net.input_space.typical(x_test)
-    answered = typical & (probs.max(axis=1) >= reject)
+    kept = answered(probs.max(axis=1), reject, typical)
     right = probs.argmax(axis=1) == np.asarray(y_test)
-    return {"typical": float(typical.mean()), "coverage": float(answered.mean()),
-            "accuracy": float(right[answered].mean()) if answered.any() else None}
+    return {"typical": float(typical.mean()), "coverage": float(kept.mean()),
+            "accuracy": float(right[kept].mean()) if kept.any() else None}
 
 
 def _coverage_table(rows: list[dict], reject: float | None):
@@ -186,7 +188,7 @@ def predict(model, images, indices, as_json, reject, data_dir):
             if space is not None:
                 row["typical"] = bool(next(typical))
             if reject is not None:      # the answer, or null for "not sure"
-                sure = p.max() >= reject and row.get("typical", True)
+                sure = answered(p.max(), reject, row.get("typical"))
                 row["answer"] = row["label"] if sure else None
             rows.append(row)
         click.echo(json.dumps(rows, allow_nan=False))
@@ -240,7 +242,7 @@ def _print_top3(names: list, truths: list, errors: dict, probs, reject=None,
         guesses = "  ".join(f"{c}: {p:6.2%}" for c, p in zip(cls, pr))
         label = f" (true {truth})" if truth is not None else ""
         answer = cls[0] if reject is None or pr[0] >= reject else "not sure"
-        if typical is not None and not next(typical):
+        if typical is not None and not answered(pr[0], reject, next(typical)):
             answer = "not sure (looks like no training digit)"
         click.echo(f"{name}{label} -> {answer}    top-3  {guesses}")
     if errors and len(names) > 1:

@@ -25,6 +25,7 @@ from ..inputspace import InputSpace
 from ..layers import Dropout
 from ..metrics import calibrated_reject, confusion_matrix, per_class_accuracy
 from ..serialize import (
+    NOT_MODEL_ARRAYS,
     atomic_write_bytes,
     load_arrays,
     model_metadata,
@@ -188,7 +189,7 @@ class Prepared:
         opt = {k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith("optimizer.")}
         try:
             self.model.load_state_arrays({k: v for k, v in arrays.items()
-                                          if not k.startswith("optimizer.")})
+                                          if not k.startswith(NOT_MODEL_ARRAYS)})
             self.optimizer.load_state_dict(opt, ck["optimizer"])
             self.state.rng.bit_generator.state = ck["shuffle_rng"]
             for g, s in zip(_dropout_rngs(self.model), ck["dropout_rngs"]):

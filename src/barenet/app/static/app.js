@@ -233,7 +233,8 @@ function showPrediction(body, version, note) {
 function setThreshold(value) {
   state.threshold = value;
   $("#threshold").value = String(Math.round(100 * value));
-  $("#threshold-value").textContent = `${Math.round(100 * value)}%`;
+  // A calibrated threshold may have decimals: 95.7%; slider steps are whole percents.
+  $("#threshold-value").textContent = `${Math.round(1000 * value) / 10}%`;
   if (state.last) showPrediction(...state.last);
 }
 
