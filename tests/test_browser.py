@@ -265,7 +265,10 @@ def test_api_docs_page_offline(page, server):
 
 
 def test_not_sure_below_the_threshold_and_fool_the_network(page, tmp_path):
-    assert page.input_value("#threshold") == "90"                  # the model card's default
+    # The slider starts at the model card's threshold: the run's calibrated one (else 0.9)
+    card = page.evaluate("fetch('/api/model').then(r => r.json())")
+    assert page.input_value("#threshold") == str(round(100 * card["reject_threshold"]))
+    assert card["input_space"] is True
     label = draw(page, 7)
     page.evaluate("setThreshold(0)")
     assert page.inner_text("#top-class").strip() == label
