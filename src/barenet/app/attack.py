@@ -10,7 +10,7 @@ from __future__ import annotations
 import click
 import numpy as np
 
-from .common import Failure, FiniteRange, check_out_file, dataset_of, load_model_arg
+from .common import Failure, FiniteRange, check_out_file, load_model_arg, test_set
 
 
 def figure(rows: list[dict], title: str, names=None):
@@ -87,8 +87,7 @@ def command(model, index, eps, steps, out, data_dir):
         check_gradient(net)
     except NoGradient as exc:
         raise Failure(str(exc)) from None
-    dataset = dataset_of(meta)
-    _, (x_test, y_test) = data.load_dataset(dataset, data_dir)
+    dataset, x_test, y_test = test_set(meta, data_dir)
     if index >= len(x_test):
         raise Failure(f"--index {index}: the test set has images 0-{len(x_test) - 1}")
     image, label = x_test[index], int(y_test[index])

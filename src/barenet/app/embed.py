@@ -15,7 +15,7 @@ from __future__ import annotations
 import click
 import numpy as np
 
-from .common import Failure, check_out_file, dataset_of, load_model_arg
+from .common import Failure, check_out_file, load_model_arg, test_set
 
 
 def pca(x: np.ndarray, k: int = 2) -> tuple[np.ndarray, np.ndarray]:
@@ -126,8 +126,7 @@ def command(model, layer, method, n_images, seed, out, data_dir):
     net, meta = load_model_arg(model)
     if hasattr(net, "layers") and layer not in (None, "input", "output"):
         _index(layer, len(net.layers))                  # a bad --layer before any work
-    dataset = dataset_of(meta)
-    _, (x_test, y_test) = data.load_dataset(dataset, data_dir)
+    dataset, x_test, y_test = test_set(meta, data_dir)
     images, labels = sample(x_test, y_test, n_images, seed)
     values, where = activations(net, images, layer)
     if method == "pca":

@@ -270,12 +270,11 @@ class ExploreApp(App):
 def build_app(model_arg: str, data_dir=None, start: int = 0, reject=None) -> ExploreApp:
     """Load MODEL and its test set, compute every probability once, return the app."""
     from .. import data
-    from .common import dataset_of, load_model_arg, model_reject
+    from .common import load_model_arg, model_reject, test_set
 
     net, meta = load_model_arg(model_arg)
     reject = model_reject(reject, meta) or 0.0
-    dataset = dataset_of(meta)
-    _, (x_test, y_test) = data.load_dataset(dataset, data_dir)
+    dataset, x_test, y_test = test_set(meta, data_dir)
     probs = net.predict_proba(x_test)
     accuracy = float(np.mean(probs.argmax(axis=1) == y_test))
     names = data.class_names(dataset)

@@ -16,10 +16,10 @@ from .common import (
     EXIT_OK,
     EXIT_USAGE,
     Failure,
-    dataset_of,
     load_model_arg,
     model_reject,
     reject_option,
+    test_set,
 )
 
 REJECT = reject_option('Answer "not sure" when the top probability is below T')
@@ -32,13 +32,6 @@ def _is_image_file(arg: str | None) -> bool:
     """An image's name (model files are .safetensors, runs are directories)."""
     return (arg is not None and Path(arg).suffix.lower() in IMAGE_SUFFIXES
             and not Path(arg).is_dir())
-
-
-def _test_set(meta: dict, data_dir):
-    from ..data import load_dataset
-    dataset = dataset_of(meta)
-    _, (x_test, y_test) = load_dataset(dataset, data_dir)
-    return dataset, x_test, y_test
 
 
 def _finite_probabilities(net, x, name: str):
@@ -72,7 +65,7 @@ def evaluate(model, as_json, reject, data_dir):
 
     net, meta = load_model_arg(model)
     reject = model_reject(reject, meta)
-    dataset, x_test, y_test = _test_set(meta, data_dir)
+    dataset, x_test, y_test = test_set(meta, data_dir)
     probs = _finite_probabilities(net, x_test, model)
     report = classification_report(y_test, probs)
     if reject is not None:              # its row joins the trade-off table
@@ -200,7 +193,7 @@ def predict(model, images, indices, as_json, reject, data_dir):
 def _add_test_images(inputs: list, names: list, truths: list, indices, meta: dict,
                      data_dir) -> None:
     """Test-set images by index, each (28, 28), named test[i], with its true label."""
-    dataset, x_test, y_test = _test_set(meta, data_dir)
+    dataset, x_test, y_test = test_set(meta, data_dir)
     for i in indices:
         if i >= len(x_test):
             raise Failure(f"--index {i} is out of range: the {dataset} test set has "
