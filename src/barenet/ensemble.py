@@ -19,9 +19,8 @@ import re
 import numpy as np
 
 from .inputspace import PREFIX as INPUT_SPACE
-from .inputspace import InputSpace
 from .model import Sequential, architecture_shapes
-from .modelfile import model_metadata, save_arrays
+from .modelfile import model_arrays, model_metadata, save_arrays
 
 ENSEMBLE_TYPE = "Ensemble"
 IDENTITY = "identity"
@@ -210,10 +209,7 @@ def is_ensemble_architecture(architecture) -> bool:
 
 def save_ensemble(path: str | os.PathLike, ensemble: Ensemble, **extra) -> None:
     """One safetensors model file for the whole ensemble (same format as save_model)."""
-    arrays = ensemble.state_arrays()
-    if ensemble.input_space is not None:
-        arrays.update(ensemble.input_space.to_arrays())
-    save_arrays(path, arrays, model_metadata(ensemble, **extra))
+    save_arrays(path, model_arrays(ensemble), model_metadata(ensemble, **extra))
 
 
 def load_ensemble(arrays: dict[str, np.ndarray], meta: dict) -> Ensemble:
@@ -227,10 +223,8 @@ def load_ensemble(arrays: dict[str, np.ndarray], meta: dict) -> Ensemble:
         member.load_state_arrays({k[len(prefix):]: v for k, v in arrays.items()
                                   if k.startswith(prefix)})
         members.append(member)
-    known = {f"m{i}." for i in range(len(members))} | {INPUT_SPACE}
+    known = {f"m{i}." for i in range(len(members))} | {INPUT_SPACE}     # load_model reads it
     stray = sorted(k for k in arrays if k.split(".", 1)[0] + "." not in known)
     if stray:
         raise ValueError(f"arrays that belong to no member: {stray[:3]}")
-    ensemble = Ensemble(members, arch.get("weights"), arch.get("views"))
-    ensemble.input_space = InputSpace.from_arrays(arrays)
-    return ensemble.eval()
+    return Ensemble(members, arch.get("weights"), arch.get("views")).eval()

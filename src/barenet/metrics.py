@@ -171,16 +171,17 @@ def answered(top: np.ndarray, threshold: float, typical: np.ndarray | None = Non
     return sure
 
 
-def coverage_curve(labels: np.ndarray, probs: np.ndarray,
-                   thresholds=REJECT_THRESHOLDS) -> list[dict]:
+def coverage_curve(labels: np.ndarray, probs: np.ndarray, thresholds=REJECT_THRESHOLDS,
+                   typical: np.ndarray | None = None) -> list[dict]:
     """Selective classification: for each threshold t, the share of images answered
-    (top probability >= t) and the accuracy on those (None when none is answered)."""
+    (top probability >= t, and typical where the input-space check is given: `answered`)
+    and the accuracy on those (None when none is answered)."""
     probs = np.asarray(probs)
     right = probs.argmax(axis=1) == np.asarray(labels)
     top = probs.max(axis=1)
     rows = []
     for t in thresholds:
-        mask = top >= t
+        mask = answered(top, t, typical)
         rows.append({"threshold": float(t), "coverage": float(mask.mean()) if len(mask) else 0.0,
                      "accuracy": float(right[mask].mean()) if mask.any() else None})
     return rows

@@ -72,6 +72,15 @@ def digest(header: dict, data) -> str:
     return h.hexdigest()
 
 
+def model_arrays(model) -> dict[str, np.ndarray]:
+    """The arrays of a file holding `model`: its weights and buffers, and the training
+    images' subspace (inputspace.py) when the model has one."""
+    arrays = model.state_arrays()
+    if model.input_space is not None:
+        arrays.update(model.input_space.to_arrays())
+    return arrays
+
+
 def model_metadata(model, **extra) -> dict:
     """The JSON metadata of a file holding `model` (a Sequential or an Ensemble), plus `extra`
     (training config, metrics, history...)."""

@@ -34,6 +34,7 @@ from .modelfile import (  # noqa: F401  (the format's names, as callers import t
     FORMAT_VERSION,
     atomic_write_bytes,
     digest,
+    model_arrays,
     model_metadata,
     save_arrays,
     to_bytes,
@@ -299,10 +300,7 @@ def save_model(path: str | os.PathLike, model: Sequential | Ensemble, **extra) -
     """Save weights and buffers plus metadata (architecture, training config, metrics...).
 
     An Ensemble is one file too: its members' arrays under 'm<i>.' (see ensemble.py)."""
-    arrays = model.state_arrays()
-    if model.input_space is not None:
-        arrays.update(model.input_space.to_arrays())
-    save_arrays(path, arrays, model_metadata(model, **extra))
+    save_arrays(path, model_arrays(model), model_metadata(model, **extra))
 
 
 def load_model(path: str | os.PathLike) -> tuple[Sequential | Ensemble, dict]:

@@ -99,13 +99,13 @@ def dataset_of(meta_or_config: dict | None) -> str:
     return data.get("dataset", "mnist") if isinstance(data, dict) else "mnist"
 
 
-
 def test_set(meta: dict, data_dir=None):
     """(dataset name, x_test, y_test) of the data set the model in `meta` was trained on."""
     from .. import data
     dataset = dataset_of(meta)
     _, (x_test, y_test) = data.load_dataset(dataset, data_dir)
     return dataset, x_test, y_test
+
 
 def resolve_model_path(model: str | Path) -> Path:
     """MODEL may be a run directory (its model.safetensors), a model file, or the name of a

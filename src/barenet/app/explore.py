@@ -281,13 +281,13 @@ def build_app(model_arg: str, data_dir=None, start: int = 0, reject=None) -> Exp
     title = f"{Path(model_arg).name} · {dataset} test accuracy {accuracy:.2%}"
     typical = None
     if reject:
+        from ..metrics import coverage_curve
         typical = None if net.input_space is None else net.input_space.typical(x_test)
-        kept = answered(probs.max(axis=1), reject, typical)
-        right = probs.argmax(axis=1) == y_test
-        accuracy = f"{right[kept].mean():.2%}" if kept.any() else "-"
+        row = coverage_curve(y_test, probs, [reject], typical)[0]
+        right = "-" if row["accuracy"] is None else f"{row['accuracy']:.2%}"
         title += (f" · not sure below {reject:.0%}"
                   + ("" if typical is None else " or unlike the training digits")
-                  + f": {kept.mean():.1%} answered, {accuracy} right")
+                  + f": {row['coverage']:.1%} answered, {right} right")
     return ExploreApp(x_test, y_test, probs, title=title, names=names, start=start,
                       reject=reject, typical=typical)
 

@@ -111,12 +111,11 @@ def evaluate(model, as_json, reject, data_dir):
 
 def _with_input_space(net, x_test, y_test, probs, reject: float) -> dict:
     """The reject option's row when images unlike the training digits are "not sure" too."""
-    import numpy as np
+    from ..metrics import coverage_curve
     typical = net.input_space.typical(x_test)
-    kept = answered(probs.max(axis=1), reject, typical)
-    right = probs.argmax(axis=1) == np.asarray(y_test)
-    return {"typical": float(typical.mean()), "coverage": float(kept.mean()),
-            "accuracy": float(right[kept].mean()) if kept.any() else None}
+    row = coverage_curve(y_test, probs, [reject], typical)[0]
+    return {"typical": float(typical.mean()), "coverage": row["coverage"],
+            "accuracy": row["accuracy"]}
 
 
 def _coverage_table(rows: list[dict], reject: float | None):
