@@ -232,11 +232,12 @@ def test_batch_norm_split_across_cores_equals_the_whole_batch(monkeypatch, parts
         assert getattr(layer, "batch_sums", None) is None
 
 
-def test_a_failing_part_raises_its_error_instead_of_hanging(monkeypatch):
+@pytest.mark.parametrize("processes", [True, False])
+def test_a_failing_part_raises_its_error_instead_of_hanging(monkeypatch, processes):
     force_threads(monkeypatch, 2)
     monkeypatch.setattr(parallel, "_cpus", cpus(2))
     model = bn_cnn()
-    split = parallel.SplitBatch(model, 2)
+    split = parallel.SplitBatch(model, 2, processes=processes and parallel.workers.available())
 
     def broken(x):
         raise RuntimeError("part 1 failed")

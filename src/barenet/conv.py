@@ -219,8 +219,7 @@ class BatchNorm2d(_BatchNorm):
             y = xi * np.tile(scale, per_image)
             y += np.tile(self.beta.data - self.running_mean * scale, per_image)
             return nchw(y.reshape(n, h, w, ch))
-        rows = self._total(np.array([len(xm)], dtype=xm.dtype))[0]   # whole batch: N*H*W
-        mean = self._total(self._column_sums(xm)) * (1.0 / rows)
+        rows, mean = self._whole_mean(self._column_sums(xm), len(xm))    # rows: N*H*W
         xc = xi - np.tile(mean, per_image)      # (N, H*W*C)
         y = np.multiply(xc, xc)                 # scratch for the squares, then the output
         var = self._total(self._column_sums(y.reshape(-1, ch))) * (1.0 / rows)   # biased

@@ -311,6 +311,11 @@ class _BatchNorm(Layer):
         cores, this part's sums plus the other parts' (the gradient needs them too)."""
         return local if self.batch_sums is None else self.batch_sums(local)
 
+    def _whole_mean(self, sums: np.ndarray, rows: int):
+        """Whole-batch (rows, mean) from this part's column sums and rows: one exchange."""
+        total = self._total(np.append(sums, sums.dtype.type(rows)))
+        return total[-1], total[:-1] * (1.0 / total[-1])
+
     def _eval_scale(self) -> np.ndarray:
         """gamma / sqrt(running_var + eps), (D,): in eval mode y = x * scale + shift."""
         return self.gamma.data / np.sqrt(self.running_var + self.eps)
@@ -357,8 +362,8 @@ class BatchNorm1d(_BatchNorm):
             self._x = x
             scale = self._eval_scale()
             return x * scale + (self.beta.data - self.running_mean * scale)
-        n = self._rows = self._total(np.array([len(x)], dtype=x.dtype))[0]   # whole batch
-        mean = self._total(x.sum(axis=0)) * (1.0 / n)
+        n, mean = self._whole_mean(x.sum(axis=0), len(x))
+        self._rows = n
         xc = x - mean
         var = self._total((xc * xc).sum(axis=0)) * (1.0 / n)   # biased, for normalization
         self._inv_std = 1.0 / np.sqrt(var + self.eps)

@@ -35,6 +35,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 
+from . import workers
 from .layers import Dense
 
 CHUNK_ROWS = 512
@@ -235,8 +236,7 @@ def training_parts(model, batch_size: int) -> int:
     """
     if not model.layers or model.layers[0].input_ndim != 4:
         return 1
-    controller, threads = _controller()
-    cpus = _cpus()
+    (controller, threads), cpus = _controller(), _cpus()
     if controller is None or cpus is None:
         return 1
     return max(1, min(len(cpus), threads, batch_size // MIN_PART_ROWS))
@@ -246,51 +246,24 @@ def can_split_training(model, batch_size: int = 128) -> bool:
     return training_parts(model, batch_size) > 1
 
 
-class BatchSums:
-    """Sums over a batch that K threads hold in K parts: each passes its own (C,) sums and
-    gets the whole batch's back. Used by batch norm, whose statistics (and gradient) need the
-    whole batch's means. Every thread adds the parts in the same order, so all get the same
-    numbers. Two sets of slots alternate, so one barrier per exchange is enough.
-    """
-
-    def __init__(self, parts: int):
-        self.parts = parts
-        self._barrier = threading.Barrier(parts)
-        self._slots = [[None] * parts, [None] * parts]
-        self._round = [0] * parts
-
-    def total(self, part: int, local: np.ndarray) -> np.ndarray:
-        r = self._round[part]
-        self._round[part] = 1 - r
-        slots = self._slots[r]
-        slots[part] = local
-        self._barrier.wait()                # raises BrokenBarrierError if a part failed
-        total = slots[0].copy()
-        for other in slots[1:]:
-            total += other
-        return total
-
-    def abort(self) -> None:
-        self._barrier.abort()
-
-
 class SplitBatch:
-    """Forward and backward of one training batch as K parts in K threads, one per core.
+    """Forward and backward of one training batch as K parts, one per core.
 
-    The model takes the first part in the calling thread; replicas that share its weight
-    arrays (so the optimizer's in-place updates reach them all) take the others in pool
-    threads. Each part's loss gradient is weighted by its share of the batch, so the summed
-    parameter gradients equal the whole batch's. Batch norm layers exchange their per-part
-    sums (BatchSums), so their statistics and gradients are the whole batch's too. Dropout in
-    a replica draws from a generator seeded from the model's own dropout stream each batch:
-    runs stay reproducible for a given number of parts, and a checkpoint of the model alone
+    The model takes the first part in the calling thread; K-1 replicas take the others, in
+    worker processes (Linux: workers.py; no GIL between them) or else in pool threads sharing
+    the model's weight arrays. Each part's loss gradient is weighted by its share of the
+    batch, so the summed parameter gradients equal the whole batch's. Batch norm layers
+    exchange their per-part sums, so their statistics and gradients are the whole batch's too.
+    A replica's dropout draws from a generator seeded from the model's own stream each batch:
+    runs are reproducible for a given number of parts, and a checkpoint of the model alone
     resumes them exactly. Use as a context manager around the epochs: it limits BLAS to one
-    thread per call and pins each thread to its own CPU meanwhile.
+    thread per call and pins each part to its own CPU meanwhile.
     """
 
-    def __init__(self, model, parts: int = 2, *, whole_step=None):
+    def __init__(self, model, parts: int = 2, *, whole_step=None, processes=None):
         self.model, self.parts = model, parts
         self.whole_step = whole_step    # train_step for batches too small to split
+        self.processes = workers.available() if processes is None else bool(processes)
         params = model.parameters()
         dtype = params[0].data.dtype if params else np.float32
         self.replicas = [type(model).from_architecture(model.architecture(), dtype=dtype)
@@ -306,7 +279,8 @@ class SplitBatch:
         # Layers that need whole-batch sums, as one list per shard (same order in each).
         self.norms = [[layer for layer in shard.layers if layer.uses_batch_sums]
                       for shard in self.shards]
-        self._exchanges: list[BatchSums] = []       # this batch's, one per batch norm layer
+        self._exchanges: list[workers.BatchSums] = []   # threads: one per batch norm layer
+        self._workers: workers.Workers | None = None     # processes: while entered
         self._context = contextlib.ExitStack()
 
     def __enter__(self) -> SplitBatch:
@@ -316,31 +290,23 @@ class SplitBatch:
         self._cpus = cpus if len(cpus) == self.parts else [None] * self.parts
         self._context.enter_context(controller.limit(limits=1, user_api="blas"))
         self._context.enter_context(_pinned_to(self._cpus[0]))
+        if self.processes:
+            self._workers = workers.Workers(self.model, self.replicas, self._cpus, self._part)
+            self._context.callback(self._workers.stop)
         return self
 
     def __exit__(self, *exc) -> None:
         self._context.close()
-
-    def _share(self) -> None:
-        """Give every batch norm layer a fresh exchange with its twins in the other parts."""
-        self._exchanges = []
-        for twins in zip(*self.norms):
-            sums = BatchSums(self.parts)
-            self._exchanges.append(sums)
-            for part, layer in enumerate(twins):
-                layer.batch_sums = functools.partial(sums.total, part)
+        self._workers = None
 
     def _unshare(self) -> None:
-        for layers in self.norms:
-            for layer in layers:
-                layer.batch_sums = None
+        for layer in itertools.chain(*self.norms):
+            layer.batch_sums = None
 
     def train_step(self, model, loss, optimizer, x: np.ndarray,
                    y: np.ndarray) -> tuple[float, int]:
         """training.train_step with the batch in K parts: (mean loss, correct predictions).
-
-        `model` is this split's model; batches under MIN_SPLIT_BATCH go to `whole_step`.
-        """
+        `model` is this split's model; batches under MIN_SPLIT_BATCH go to `whole_step`."""
         if len(x) < MIN_SPLIT_BATCH and self.whole_step is not None:
             return self.whole_step(model, loss, optimizer, x, y)
         batch_loss, correct, finite = self.step(x, y, loss)
@@ -351,11 +317,47 @@ class SplitBatch:
     def step(self, inputs: np.ndarray, labels: np.ndarray, loss) -> tuple[float, int, bool]:
         """Fill every parameter's .grad for the batch: (mean loss, correct predictions, finite)."""
         m, k = len(inputs), self.parts
-        bounds = [m * i // k for i in range(k + 1)]
-        for own, *twins in zip(*self.dropouts):
-            for twin in twins:
-                twin.rng = np.random.default_rng(int(own.rng.integers(2**63)))
-        self._share()
+        bounds = workers.part_bounds(m, k)
+        # Each replica's dropout draws from a stream seeded from the model's own, per batch.
+        seeds = [[int(own.rng.integers(2**63)) for _ in twins]
+                 for own, *twins in zip(*self.dropouts)]           # [layer][replica]
+        if self._workers is not None:
+            results = self._in_processes(inputs, labels, loss, bounds, seeds)
+        else:
+            results = self._in_threads(inputs, labels, loss, bounds, seeds)
+        for replica in self.replicas:
+            for own, twin in zip(self.model.parameters(), replica.parameters()):
+                own.grad += twin.grad
+        batch_loss = sum(r[0] * (hi - lo) for r, lo, hi in zip(results, bounds, bounds[1:])) / m
+        return batch_loss, sum(r[1] for r in results), all(r[2] for r in results)
+
+    def _in_processes(self, inputs, labels, loss, bounds, seeds) -> list[tuple]:
+        """Parts 1..K-1 in the worker processes, part 0 here (workers.py)."""
+        team, m = self._workers, len(inputs)
+        try:
+            team.ensure(inputs, labels, loss)
+            team.start(inputs, labels, [list(s) for s in zip(*seeds)] or [[]] * len(team.workers))
+            for layer in self.norms[0]:
+                layer.batch_sums = team.total
+            first = self._part(self.model, inputs[:bounds[1]], labels[:bounds[1]], loss, m)
+            return [first, *team.finish()]
+        except BaseException:
+            team.stop(kill=True)    # mid-step: they may wait for sums that will never come
+            raise
+        finally:
+            self._unshare()
+
+    def _in_threads(self, inputs, labels, loss, bounds, seeds) -> list[tuple]:
+        """Parts 1..K-1 in pool threads, part 0 in the calling thread (they share the GIL)."""
+        k, m = self.parts, len(inputs)
+        for twins, layer_seeds in zip(zip(*self.dropouts[1:]), seeds):
+            for twin, seed in zip(twins, layer_seeds):
+                twin.rng = np.random.default_rng(seed)
+        # Every batch norm layer gets a fresh exchange with its twins in the other parts.
+        self._exchanges = [workers.BatchSums(k) for _ in self.norms[0]]
+        for sums, twins in zip(self._exchanges, zip(*self.norms)):
+            for i, layer in enumerate(twins):
+                layer.batch_sums = functools.partial(sums.total, i)
 
         def part(i):
             if i and self._cpus[i] is not None:
@@ -381,11 +383,7 @@ class SplitBatch:
         if errors:              # the part that failed, not the others' BrokenBarrierError
             raise next((e for e in errors if not isinstance(e, threading.BrokenBarrierError)),
                        errors[0])
-        for replica in self.replicas:
-            for own, twin in zip(self.model.parameters(), replica.parameters()):
-                own.grad += twin.grad
-        batch_loss = sum(r[0] * (hi - lo) for r, lo, hi in zip(results, bounds, bounds[1:])) / m
-        return batch_loss, sum(r[1] for r in results), all(r[2] for r in results)
+        return results
 
     @staticmethod
     def _part(model, x, y, loss, m):
