@@ -291,7 +291,7 @@ class SplitBatch:
         self._context.enter_context(controller.limit(limits=1, user_api="blas"))
         self._context.enter_context(_pinned_to(self._cpus[0]))
         if self.processes:
-            self._workers = workers.Workers(self.model, self.replicas, self._cpus, self._part)
+            self._workers = workers.Workers(self)
             self._context.callback(self._workers.stop)
         return self
 
@@ -335,7 +335,7 @@ class SplitBatch:
         """Parts 1..K-1 in the worker processes, part 0 here (workers.py)."""
         team, m = self._workers, len(inputs)
         try:
-            team.ensure(inputs, labels, loss)
+            team.ensure(inputs, loss)
             team.start(inputs, labels, [list(s) for s in zip(*seeds)] or [[]] * len(team.workers))
             for layer in self.norms[0]:
                 layer.batch_sums = team.total

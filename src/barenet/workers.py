@@ -1,4 +1,5 @@
-"""The parts of a split training batch in forked worker processes (Linux): parallel.SplitBatch.
+"""How the parts of a split training batch meet: BatchSums for threads, and worker processes
+(Linux) for parallel.SplitBatch.
 
 Two training threads of one Python process share the GIL, which every NumPy call takes to
 start: they wait for each other between calls (cnn-best, 2 x 64 images: ~35 ms per step in
@@ -107,12 +108,11 @@ class WorkerDied(ChildProcessError):
 class Worker:
     """One forked process that runs one part of every batch with its own replica."""
 
-    def __init__(self, replica, part, *, cpu, inputs, labels, loss, run_part):
+    def __init__(self, replica, part, *, layers, cpu, inputs, labels, loss, run_part):
         self.replica = replica
         for p in replica.parameters():          # the parent's handle on the shared arrays
             p.data, p.grad = shared_copy(p.data), shared_copy(p.grad)
-        self.dropouts = [layer for layer in replica.layers
-                         if isinstance(getattr(layer, "rng", None), np.random.Generator)]
+        self.dropouts, self.norms = layers      # SplitBatch's lists for this replica
         command_r, command_w = os.pipe()
         answer_r, answer_w = os.pipe()
         with warnings.catch_warnings():
@@ -142,9 +142,8 @@ class Worker:
         self.command, self.answers = command_r, answer_w
         if cpu is not None:
             os.sched_setaffinity(0, {cpu})
-        for layer in self.replica.layers:
-            if layer.uses_batch_sums:
-                layer.batch_sums = self._child_total
+        for layer in self.norms:
+            layer.batch_sums = self._child_total
 
     def _child_total(self, local: np.ndarray) -> np.ndarray:
         """batch_sums in the child: send this part's sums, get the whole batch's back."""
@@ -241,12 +240,15 @@ def part_bounds(m: int, parts: int) -> list[int]:
 class Workers:
     """Parts 1..K-1 of every batch in K-1 worker processes; part 0 stays with the caller."""
 
-    def __init__(self, model, replicas, cpus, run_part):
-        self.model, self.replicas, self.cpus, self.run_part = model, replicas, cpus, run_part
+    def __init__(self, split):
+        """split: the SplitBatch (its model, replicas, CPUs, per-replica layer lists)."""
+        self.model, self.replicas, self.cpus = split.model, split.replicas, split._cpus
+        self.layers = list(zip(split.dropouts[1:], split.norms[1:]))
+        self.run_part = split._part
         self.workers: list[Worker] = []
         self._key = None                        # (loss, batch capacity, dtype, sample shape)
 
-    def ensure(self, x: np.ndarray, y: np.ndarray, loss) -> None:
+    def ensure(self, x: np.ndarray, loss) -> None:
         """Fork the workers for batches like x (again if the batch outgrew their buffers)."""
         key = self._key
         if (self.workers and key[0] is loss and len(x) <= key[1] and key[2] == x.dtype
@@ -257,8 +259,9 @@ class Workers:
         self.inputs = shared_copy(np.zeros((capacity, *x.shape[1:]), dtype=x.dtype))
         self.labels = shared_copy(np.zeros(capacity, dtype=np.int64))
         parts = len(self.replicas) + 1
-        self.workers = [Worker(replica, (i + 1, parts), cpu=self.cpus[i + 1], inputs=self.inputs,
-                               labels=self.labels, loss=loss, run_part=self.run_part)
+        self.workers = [Worker(replica, (i + 1, parts), layers=self.layers[i], cpu=self.cpus[i + 1],
+                               inputs=self.inputs, labels=self.labels, loss=loss,
+                               run_part=self.run_part)
                         for i, replica in enumerate(self.replicas)]
         self._key = (loss, capacity, x.dtype, x.shape[1:])
 
