@@ -371,6 +371,34 @@ def test_ctrl_c_fails_the_trial_and_queues_its_retry(tmp_path):
     assert len(check_complete_grid(out)) == 1
 
 
+@pytest.mark.parametrize("then", ["lost", "replaced"])
+def test_a_lost_ctrl_c_still_stops_the_sweep(tiny_data, tmp_path, monkeypatch, then):
+    """Ctrl-C whose KeyboardInterrupt Python loses (raised in a finalizer) or that a failing
+    cleanup replaces with its own error: the sweep still stops with 130 at the epoch's end,
+    the trial failed and its retry queued, not recorded as an ordinary failure."""
+    from barenet.app import sweep
+    spec, out = write_spec(tmp_path, GRID, epochs=3), tmp_path / "sweep"
+    calls = []
+
+    def batch_end(self, batch, logs):
+        calls.append(batch)
+        if len(calls) == 3:
+            try:
+                signal.raise_signal(signal.SIGINT)
+            except KeyboardInterrupt:
+                if then == "replaced":
+                    raise OSError("cleanup failed while unwinding") from None
+
+    monkeypatch.setattr(sweep.PruneOnValidation, "on_batch_end", batch_end, raising=False)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert main(["sweep", str(spec), "--out", str(out)]) == 130
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # put back
+    trials = load_study(out).get_trials()
+    assert [t.state.name for t in trials] == ["FAIL", "WAITING"]
+    assert "fail_reason" not in trials[0].user_attrs
+    assert trials[1].system_attrs["retry_history"] == [0]
+
+
 def test_core_shares():
     from barenet.app.sweep import core_shares
     assert core_shares([0, 1], 2) == [[0], [1]]

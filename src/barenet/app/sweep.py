@@ -8,8 +8,11 @@ turns a trial into `runs.train_run` and decides when the study holds enough tria
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -40,6 +43,7 @@ class PruneOnValidation(Callback):
         self.trial, self.pruned_at = trial, None
 
     def on_epoch_end(self, epoch, logs):
+        stop_if_interrupted()
         self.trial.report(logs["val_accuracy"], epoch + 1)
         if self.trial.should_prune():
             self.pruned_at = epoch + 1
@@ -51,6 +55,42 @@ def _reason(exc: BaseException) -> str:
     """Why a trial failed, on one line: the exception's type and message."""
     text = " ".join(str(exc).split())
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+_ctrl_c = threading.Event()
+
+
+def _on_ctrl_c(signum, frame):
+    _ctrl_c.set()
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def remembering_ctrl_c():
+    """Ctrl-C during the block is remembered as well as raised.
+
+    Python loses a KeyboardInterrupt raised inside a finalizer ("Exception ignored in ..."),
+    and a cleanup that fails while one unwinds replaces it with its own error, which the
+    objective would record as an ordinary failed trial. Either way the sweep would go on and
+    end with 0; with the flag, `stop_if_interrupted` stops it at the next epoch or trial.
+    Only in the main thread, and only when SIGINT has Python's default handler.
+    """
+    ours = (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+    _ctrl_c.clear()
+    if ours:
+        signal.signal(signal.SIGINT, _on_ctrl_c)
+    try:
+        yield
+    finally:
+        if ours:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def stop_if_interrupted(cause: BaseException | None = None) -> None:
+    """Raise KeyboardInterrupt if Ctrl-C came during `remembering_ctrl_c`, even if it was lost."""
+    if _ctrl_c.is_set():
+        raise KeyboardInterrupt from cause
 
 
 class Objective:
@@ -92,6 +132,7 @@ class Objective:
             metrics = train_run(config, run, data_dir=self.data_dir, callbacks=[prune],
                                 progress=False)
         except Exception as exc:
+            stop_if_interrupted(exc)
             reason = _reason(exc)
             trial.set_user_attr("fail_reason", reason)
             self._say(trial, f"failed: {reason}")
@@ -118,10 +159,15 @@ def work(spec: Spec, url: str, name: str, out: Path, target: int, deadline: floa
     Waits for trials still running elsewhere; when their worker died, Optuna's heartbeat
     check fails them and the retry it enqueues is run here.
     """
+    quiet_optuna()
+    with remembering_ctrl_c():
+        return _work(spec, url, name, out, target, deadline, data_dir, worker, label)
+
+
+def _work(spec, url, name, out, target, deadline, data_dir, worker, label) -> int:
     from optuna.storages import fail_stale_trials
     from optuna.trial import TrialState
 
-    quiet_optuna()
     study = open_study(spec, url, name, worker)
     objective = Objective(spec, out, target, data_dir, label)
     while deadline is None or time.time() < deadline:
@@ -132,6 +178,7 @@ def work(spec: Spec, url: str, name: str, out: Path, target: int, deadline: floa
         if waiting or len(done) < target:
             try:
                 study.optimize(objective, n_trials=1, catch=())
+                stop_if_interrupted()
             except KeyboardInterrupt:
                 _retry_interrupted(study, objective.current)
                 raise
